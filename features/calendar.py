@@ -1,0 +1,34 @@
+"""The retail calendar: peak periods are known in advance, so a peak flag is a point-in-time-safe feature."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+
+def thanksgiving(*, year: int) -> date:
+    """The fourth Thursday of November."""
+    first = date(year, 11, 1)
+    first_thursday = first + timedelta(days=(3 - first.weekday()) % 7)
+    return first_thursday + timedelta(weeks=3)
+
+
+def peak_window(*, year: int) -> tuple[date, date]:
+    """Black Friday week: the Monday before Thanksgiving through Cyber Monday (inclusive)."""
+    day = thanksgiving(year=year)
+    return day - timedelta(days=3), day + timedelta(days=4)
+
+
+def is_peak(*, days: np.ndarray) -> np.ndarray:
+    """Whether each date (numpy datetime64[D]) falls in a peak window."""
+    days = np.asarray(days, dtype="datetime64[D]")
+    flags = np.zeros(days.shape, dtype=bool)
+    if days.size == 0:
+        return flags
+    years = pd.DatetimeIndex(days.ravel()).year
+    for year in np.unique(years):
+        start, end = peak_window(year=int(year))
+        flags |= (days >= np.datetime64(start, "D")) & (days <= np.datetime64(end, "D"))
+    return flags

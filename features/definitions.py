@@ -1,0 +1,239 @@
+"""Point-in-time feature definitions, shared by the offline builder and the online state.
+
+A feature at decision time t may use only facts known strictly before t. The definitions here are
+data (which stream, which key, which window) plus two pure functions (`static_features`,
+`derive_features`); the offline builder and the online state only differ in how they count
+stream entries, so the same t gives the same features by construction, and a test checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from features.calendar import is_peak
+
+DAY = 86_400
+PRIOR_STRENGTH = 20.0
+
+Stream = Literal["delivery", "handover", "allocation", "handed", "carrier_exception"]
+# The attributes each stream entry carries (the keys an aggregate may group by).
+STREAM_KEYS: dict[str, tuple[str, ...]] = {
+    "delivery": ("carrier", "origin_region", "dest_region"),
+    "handover": ("node_id", "node_type"),
+    "allocation": ("node_id", "carrier"),
+    "handed": ("carrier",),
+    "carrier_exception": ("carrier",),
+}
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """The last `seconds` before t."""
+
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Today:
+    """From midnight (UTC) of t's day up to t."""
+
+
+@dataclass(frozen=True)
+class Yesterday:
+    """The whole calendar day before t's day."""
+
+
+Window = Rolling | Today | Yesterday
+LOOKBACK_SECONDS = 29 * DAY  # the longest any window reaches back
+
+
+def window_bounds(*, window: Window, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) in epoch seconds for each decision time t."""
+    t = np.asarray(t, dtype=np.int64)
+    if isinstance(window, Rolling):
+        return t - window.seconds, t
+    midnight = t - t % DAY
+    if isinstance(window, Today):
+        return midnight, t
+    return midnight - DAY, midnight
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """Count and sum of a stream's values for the key of the row, over a window before t."""
+
+    name: str
+    stream: Stream
+    keys: tuple[str, ...]
+    window: Window
+
+
+AGGREGATES: tuple[Aggregate, ...] = (
+    # Carrier delay: outcomes of deliveries, by carrier, lane and region.
+    Aggregate("delivery_all_28d", "delivery", (), Rolling(28 * DAY)),
+    Aggregate("delivery_carrier_28d", "delivery", ("carrier",), Rolling(28 * DAY)),
+    Aggregate("delivery_lane_7d", "delivery", ("carrier", "origin_region", "dest_region"), Rolling(7 * DAY)),
+    Aggregate("delivery_lane_28d", "delivery", ("carrier", "origin_region", "dest_region"), Rolling(28 * DAY)),
+    Aggregate("delivery_region_3d", "delivery", ("carrier", "dest_region"), Rolling(3 * DAY)),
+    Aggregate("delivery_region_7d", "delivery", ("carrier", "dest_region"), Rolling(7 * DAY)),
+    Aggregate("delivery_region_28d", "delivery", ("carrier", "dest_region"), Rolling(28 * DAY)),
+    Aggregate("handed_carrier_7d", "handed", ("carrier",), Rolling(7 * DAY)),
+    Aggregate("exception_carrier_7d", "carrier_exception", ("carrier",), Rolling(7 * DAY)),
+    Aggregate("allocated_carrier_1d", "allocation", ("carrier",), Rolling(DAY)),
+    Aggregate("allocated_carrier_28d", "allocation", ("carrier",), Rolling(28 * DAY)),
+    # Node congestion: outcomes of handovers, and the load assigned to the node.
+    Aggregate("handover_all_28d", "handover", (), Rolling(28 * DAY)),
+    Aggregate("handover_node_1d", "handover", ("node_id",), Rolling(DAY)),
+    Aggregate("handover_node_7d", "handover", ("node_id",), Rolling(7 * DAY)),
+    Aggregate("handover_node_28d", "handover", ("node_id",), Rolling(28 * DAY)),
+    Aggregate("handover_type_7d", "handover", ("node_type",), Rolling(7 * DAY)),
+    Aggregate("allocated_node_today", "allocation", ("node_id",), Today()),
+    Aggregate("allocated_node_yesterday", "allocation", ("node_id",), Yesterday()),
+)
+
+CARRIER_DELAY_CATEGORICAL = ("carrier", "service", "origin_region", "dest_region", "node_type")
+CARRIER_DELAY_FEATURES = (
+    *CARRIER_DELAY_CATEGORICAL,
+    "distance_km", "promised_days", "carrier_days", "weekday", "hour", "is_peak",
+    "carrier_late_rate_28d",
+    "lane_late_rate_7d", "lane_late_rate_28d", "lane_outcomes_7d", "lane_outcomes_28d",
+    "region_late_rate_3d", "region_late_rate_7d", "region_late_rate_28d", "region_outcomes_7d",
+    "carrier_exception_rate_7d", "carrier_volume_1d", "carrier_volume_ratio",
+    "disruptions_known", "disruption_severity",
+)
+NODE_CONGESTION_CATEGORICAL = ("node_id", "node_type")
+NODE_CONGESTION_FEATURES = (
+    *NODE_CONGESTION_CATEGORICAL,
+    "weekday", "hour", "is_peak", "hours_to_ship_by",
+    "node_late_rate_1d", "node_late_rate_7d", "node_late_rate_28d", "node_outcomes_7d", "node_type_late_rate_7d",
+    "capacity_today", "backlog_start", "backlog_ratio",
+    "assigned_today", "utilisation_so_far", "assigned_yesterday", "utilisation_yesterday",
+)
+MODEL_FEATURES = {"carrier_delay": CARRIER_DELAY_FEATURES, "node_congestion": NODE_CONGESTION_FEATURES}
+MODEL_CATEGORICAL = {"carrier_delay": CARRIER_DELAY_CATEGORICAL, "node_congestion": NODE_CONGESTION_CATEGORICAL}
+# Columns a decision row must carry (a shipment being routed, or a candidate option).
+ROW_COLUMNS = (
+    "allocated_at", "node_id", "node_type", "carrier", "service", "origin_region", "dest_region",
+    "distance_km", "ship_by", "promised_delivery",
+)
+
+
+def epoch_seconds(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Datetimes as int64 epoch seconds (NaT becomes the int64 minimum)."""
+    return np.asarray(values, dtype="datetime64[s]").astype(np.int64)
+
+
+def static_features(*, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Features of the decision row itself: its plan and calendar, all known at decision time."""
+    t = rows["allocated_at"].to_numpy(dtype="datetime64[s]")
+    day = t.astype("datetime64[D]")
+    promised = rows["promised_delivery"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")
+    ship_by = (
+        rows["ship_by"].to_numpy(dtype="datetime64[s]")
+        if "ship_by" in rows.columns else np.full(len(rows), np.datetime64("NaT", "s"))
+    )
+    out: dict[str, np.ndarray] = {}
+    for column in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id"):
+        out[column] = rows[column].to_numpy(dtype=object) if column in rows.columns else np.full(len(rows), None)
+    out["distance_km"] = (
+        rows["distance_km"].to_numpy(dtype=float) if "distance_km" in rows.columns else np.full(len(rows), np.nan)
+    )
+    out["promised_days"] = (promised - day).astype(np.float64)
+    carrier_days = (promised - ship_by.astype("datetime64[D]")).astype("timedelta64[D]").astype(np.float64)
+    out["carrier_days"] = np.where(np.isnat(ship_by), np.nan, carrier_days)
+    hours = (ship_by - t).astype("timedelta64[s]").astype(np.float64) / 3600.0
+    out["hours_to_ship_by"] = np.where(np.isnat(ship_by), np.nan, hours)
+    out["weekday"] = ((day.astype(np.int64) + 3) % 7).astype(np.float64)
+    out["hour"] = ((t.astype(np.int64) % DAY) / 3600.0).round(3)
+    out["is_peak"] = is_peak(days=day).astype(np.float64)
+    return out
+
+
+def smoothed_rate(*, count: np.ndarray, total: np.ndarray, prior_count: np.ndarray, prior_total: np.ndarray) -> np.ndarray:
+    """Late rate shrunk toward the network's rate, so that a lane with few outcomes is not noise."""
+    count = np.asarray(count, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prior = np.asarray(prior_total, dtype=np.float64) / np.asarray(prior_count, dtype=np.float64)
+        rate = (np.asarray(total, dtype=np.float64) + PRIOR_STRENGTH * prior) / (count + PRIOR_STRENGTH)
+    return np.where(np.asarray(prior_count) > 0, rate, np.nan)
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator, NaN where the denominator is zero or unknown."""
+    numerator = np.asarray(numerator, dtype=np.float64)
+    denominator = np.asarray(denominator, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, numerator / denominator, np.nan)
+
+
+def derive_features(
+    *,
+    static: dict[str, np.ndarray],
+    aggregates: dict[str, tuple[np.ndarray, np.ndarray]],
+    node_state: dict[str, np.ndarray],
+    disruptions: dict[str, np.ndarray],
+) -> dict[str, np.ndarray]:
+    """All model features from the row's static features, window aggregates and known state."""
+    f = dict(static)
+
+    def rate(name: str, prior: str) -> np.ndarray:
+        count, total = aggregates[name]
+        prior_count, prior_total = aggregates[prior]
+        return smoothed_rate(count=count, total=total, prior_count=prior_count, prior_total=prior_total)
+
+    f["carrier_late_rate_28d"] = rate("delivery_carrier_28d", "delivery_all_28d")
+    f["lane_late_rate_7d"] = rate("delivery_lane_7d", "delivery_all_28d")
+    f["lane_late_rate_28d"] = rate("delivery_lane_28d", "delivery_all_28d")
+    f["lane_outcomes_7d"] = aggregates["delivery_lane_7d"][0].astype(np.float64)
+    f["lane_outcomes_28d"] = aggregates["delivery_lane_28d"][0].astype(np.float64)
+    f["region_late_rate_3d"] = rate("delivery_region_3d", "delivery_all_28d")
+    f["region_late_rate_7d"] = rate("delivery_region_7d", "delivery_all_28d")
+    f["region_late_rate_28d"] = rate("delivery_region_28d", "delivery_all_28d")
+    f["region_outcomes_7d"] = aggregates["delivery_region_7d"][0].astype(np.float64)
+    f["carrier_exception_rate_7d"] = _ratio(aggregates["exception_carrier_7d"][0], aggregates["handed_carrier_7d"][0])
+    f["carrier_volume_1d"] = aggregates["allocated_carrier_1d"][0].astype(np.float64)
+    f["carrier_volume_ratio"] = _ratio(f["carrier_volume_1d"] * 28.0, aggregates["allocated_carrier_28d"][0])
+    f["disruptions_known"] = np.asarray(disruptions["count"], dtype=np.float64)
+    f["disruption_severity"] = np.asarray(disruptions["severity"], dtype=np.float64)
+
+    f["node_late_rate_1d"] = rate("handover_node_1d", "handover_all_28d")
+    f["node_late_rate_7d"] = rate("handover_node_7d", "handover_all_28d")
+    f["node_late_rate_28d"] = rate("handover_node_28d", "handover_all_28d")
+    f["node_outcomes_7d"] = aggregates["handover_node_7d"][0].astype(np.float64)
+    f["node_type_late_rate_7d"] = rate("handover_type_7d", "handover_all_28d")
+    capacity = np.asarray(node_state["capacity"], dtype=np.float64)
+    backlog = np.asarray(node_state["backlog_start"], dtype=np.float64)
+    f["capacity_today"] = capacity
+    f["backlog_start"] = backlog
+    f["backlog_ratio"] = _ratio(backlog, capacity)
+    f["assigned_today"] = aggregates["allocated_node_today"][0].astype(np.float64)
+    f["utilisation_so_far"] = _ratio(f["assigned_today"] + backlog, capacity)
+    f["assigned_yesterday"] = aggregates["allocated_node_yesterday"][0].astype(np.float64)
+    f["utilisation_yesterday"] = _ratio(f["assigned_yesterday"], capacity)
+    return f
+
+
+def active_disruptions(
+    *, notices: pd.DataFrame | None, t: np.ndarray, carrier: np.ndarray, dest_region: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Announced disruptions active at t on the row's region (for its carrier, or for all carriers)."""
+    count = np.zeros(len(t), dtype=np.float64)
+    severity = np.zeros(len(t), dtype=np.float64)
+    if notices is None or notices.empty:
+        return {"count": count, "severity": severity}
+    t = np.asarray(t, dtype=np.int64)
+    for notice in notices.itertuples(index=False):
+        announced = epoch_seconds(np.array([notice.announced_at]))[0]
+        start = epoch_seconds(np.array([notice.start]))[0]
+        end = epoch_seconds(np.array([notice.end]))[0]
+        applies = (t > announced) & (t >= start) & (t < end) & (dest_region == notice.region)
+        notice_carrier = notice.carrier
+        if isinstance(notice_carrier, str) and notice_carrier not in ("", "nan", "None"):
+            applies &= carrier == notice_carrier
+        count += applies
+        severity += np.where(applies, float(notice.severity), 0.0)
+    return {"count": count, "severity": severity}

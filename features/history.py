@@ -1,0 +1,196 @@
+"""Loading delivery history: files or twin folders in, one validated `History` out, or one clear error."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.errors import HistoryError
+from features.labels import carrier_delay, late_handover
+from features.mapping import ColumnMapping, apply_mapping, load_mapping
+from features.schema import ValidationReport, validate_shipments
+
+MAX_ROWS_SHOWN = 20
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+@dataclass(frozen=True)
+class History:
+    """Validated shipment history plus the optional node-day and disruption-notice tables."""
+
+    shipments: pd.DataFrame
+    node_days: pd.DataFrame | None = None
+    notices: pd.DataFrame | None = None
+    source: str = ""
+
+
+@dataclass
+class LoadReport:
+    """How many rows were read and kept, and why the others were dropped."""
+
+    source: str
+    rows_read: int = 0
+    rows_kept: int = 0
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    quarantine_path: Path | None = None
+
+
+def read_table(*, path: Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file; unreadable files raise a HistoryError naming the file."""
+    if not path.exists():
+        raise HistoryError(f"{path}: no such file")
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        if path.suffix == ".csv":
+            return pd.read_csv(path, dtype="str", keep_default_na=True)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise HistoryError(f"{path}: cannot be read: {exc}") from None
+    raise HistoryError(f"{path}: unsupported file type {path.suffix!r}; use .csv or .parquet")
+
+
+def _find(*, folder: Path, stem: str) -> Path | None:
+    """The CSV or Parquet file named stem in a folder, if any."""
+    for suffix in TABLE_SUFFIXES:
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_history(
+    *,
+    path: Path,
+    mapping_path: Path | None = None,
+    lenient: bool = False,
+    quarantine_path: Path | None = None,
+) -> tuple[History, LoadReport]:
+    """Load and validate history from a shipments file or a folder holding shipments.{csv,parquet}."""
+    if path.is_dir():
+        shipments_file = _find(folder=path, stem="shipments")
+        if shipments_file is None:
+            raise HistoryError(f"{path}: no shipments.parquet or shipments.csv in this folder")
+    else:
+        shipments_file = path
+    mapping = load_mapping(path=mapping_path) if mapping_path else ColumnMapping()
+    raw = read_table(path=shipments_file)
+    mapped = apply_mapping(frame=raw, mapping=mapping, source=str(shipments_file))
+    coerced, report = validate_shipments(frame=mapped, formats=mapping.formats, timezone=mapping.timezone)
+    load_report = LoadReport(source=str(shipments_file), rows_read=len(raw))
+    if report.missing_columns or (report.problems and not lenient):
+        raise HistoryError(render_report(source=shipments_file, report=report, frame=coerced))
+    if report.problems:
+        bad = report.bad_rows()
+        load_report.dropped_by_reason = report.counts_by_reason()
+        load_report.quarantine_path = quarantine_path or shipments_file.with_name(
+            shipments_file.stem + ".quarantine.csv"
+        )
+        write_quarantine(frame=raw, report=report, path=load_report.quarantine_path)
+        coerced = coerced.drop(index=bad).reset_index(drop=True)
+    load_report.rows_kept = len(coerced)
+    folder = path if path.is_dir() else None
+    node_days = _optional_table(folder=folder, stem="node_days", dates=("date",))
+    notices = _optional_table(folder=folder, stem="notices", dates=("announced_at", "start", "end"))
+    return History(shipments=coerced, node_days=node_days, notices=notices, source=str(path)), load_report
+
+
+def _optional_table(*, folder: Path | None, stem: str, dates: tuple[str, ...]) -> pd.DataFrame | None:
+    """A side table of a history folder, with its date columns parsed."""
+    if folder is None:
+        return None
+    found = _find(folder=folder, stem=stem)
+    if found is None:
+        return None
+    frame = read_table(path=found)
+    for column in dates:
+        if column not in frame.columns:
+            raise HistoryError(f"{found}: missing column {column!r}")
+        parsed = pd.to_datetime(frame[column], errors="coerce")
+        if parsed.isna().any():
+            rows = np.flatnonzero(parsed.isna().to_numpy())[:MAX_ROWS_SHOWN] + 1
+            raise HistoryError(f"{found}: column {column!r} has values that are not dates in rows {list(rows)}")
+        frame[column] = parsed.astype("datetime64[s]")
+    return frame
+
+
+def write_quarantine(*, frame: pd.DataFrame, report: ValidationReport, path: Path) -> None:
+    """Write the bad rows, with their reasons, to a side file (atomically)."""
+    reasons: dict[int, list[str]] = {}
+    for problem in report.problems:
+        reasons.setdefault(problem.row, []).append(f"{problem.column}: {problem.reason}")
+    rows = sorted(reasons)
+    side = frame.iloc[rows].copy()
+    side.insert(0, "quarantine_reason", ["; ".join(reasons[r]) for r in rows])
+    side.insert(0, "source_row", [r + 1 for r in rows])
+    write_atomically(path=path, writer=lambda target: side.to_csv(target, index=False))
+
+
+def write_atomically(*, path: Path, writer) -> None:
+    """Write a file through a temporary sibling and rename it, so no reader sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(Path(temporary))
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def render_report(*, source: Path, report: ValidationReport, frame: pd.DataFrame) -> str:
+    """One readable error: the file, the missing columns, up to 20 bad rows and the counts by reason."""
+    lines = [f"{source}: history does not match the shipment schema"]
+    if report.missing_columns:
+        lines.append(f"  missing required column(s): {', '.join(report.missing_columns)}")
+    if report.problems:
+        bad = report.bad_rows()
+        row_word = "line" if source.suffix == ".csv" else "row"
+        # CSV line numbers count the header line, so data row i is on line i + 2.
+        offset = 2 if source.suffix == ".csv" else 1
+        lines.append(f"  {len(bad)} bad row(s); the first {min(len(bad), MAX_ROWS_SHOWN)}:")
+        by_row: dict[int, list[str]] = {}
+        for problem in report.problems:
+            by_row.setdefault(problem.row, []).append(f"{problem.column}: {problem.reason}")
+        ids = frame["shipment_id"] if "shipment_id" in frame.columns else None
+        for row in bad[:MAX_ROWS_SHOWN]:
+            label = f" (shipment_id {ids.iat[row]})" if ids is not None and pd.notna(ids.iat[row]) else ""
+            lines.append(f"    {row_word} {row + offset}{label}: {'; '.join(by_row[int(row)])}")
+        counts = ", ".join(f"{kind}: {n}" for kind, n in report.counts_by_reason().items())
+        lines.append(f"  bad rows by reason: {counts}")
+    lines.append("  nothing was loaded; fix the file or pass --lenient to quarantine the bad rows")
+    return "\n".join(lines)
+
+
+def weekly_summary(*, shipments: pd.DataFrame) -> pd.DataFrame:
+    """Shipments and the two outcome rates per ISO week of allocation."""
+    return _rates(shipments=shipments, by=shipments["allocated_at"].dt.to_period("W-SUN").dt.start_time.dt.date)
+
+
+def carrier_summary(*, shipments: pd.DataFrame) -> pd.DataFrame:
+    """Shipments and the two outcome rates per carrier."""
+    return _rates(shipments=shipments, by=shipments["carrier"])
+
+
+def _rates(*, shipments: pd.DataFrame, by: pd.Series) -> pd.DataFrame:
+    """Counts and mean labels grouped by a key (labels unknown are left out of the rate)."""
+    frame = pd.DataFrame(
+        {
+            "key": by.to_numpy(),
+            "carrier_delay": carrier_delay(shipments=shipments),
+            "late_handover": late_handover(shipments=shipments),
+        }
+    )
+    grouped = frame.groupby("key", sort=True)
+    return pd.DataFrame(
+        {
+            "shipments": grouped.size(),
+            "carrier_delay_rate": grouped["carrier_delay"].mean(),
+            "late_handover_rate": grouped["late_handover"].mean(),
+        }
+    )

@@ -1,0 +1,248 @@
+"""The online feature state: updated event by event, answering features for a decision at time t.
+
+It derives the same stream entries as the offline builder (`features.labels` explains when an
+outcome becomes known), using timers for the outcomes that become known by a deadline passing
+(a ship-by or a promised day ending without the expected event). The features themselves come
+from the shared definitions, so offline and online agree for the same t.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+import numpy as np
+import pandas as pd
+
+from features.definitions import (
+    AGGREGATES,
+    DAY,
+    STREAM_KEYS,
+    active_disruptions,
+    derive_features,
+    static_features,
+    window_bounds,
+)
+from features.errors import FeaturesError
+from features.schema import PICK_FAILURE_CODES
+
+CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
+
+
+@dataclass
+class _Series:
+    """Entries of one (stream, key) in time order, with running sums."""
+
+    times: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    prefix: list[float] = field(default_factory=lambda: [0.0])
+
+    def add(self, *, time: int, value: float) -> None:
+        """Insert an entry, keeping time order."""
+        if not self.times or time >= self.times[-1]:
+            self.times.append(time)
+            self.values.append(value)
+            self.prefix.append(self.prefix[-1] + value)
+            return
+        position = bisect_left(self.times, time)
+        insort(self.times, time)
+        self.values.insert(position, value)
+        self.prefix = [0.0, *accumulate(self.values)]
+
+    def window(self, *, lo: int, hi: int) -> tuple[int, float]:
+        """Count and sum of entries with lo <= time < hi."""
+        i_hi = bisect_left(self.times, hi)
+        i_lo = min(bisect_left(self.times, lo), i_hi)
+        return i_hi - i_lo, self.prefix[i_hi] - self.prefix[i_lo]
+
+
+@dataclass
+class _Pending:
+    """What the state remembers of a shipment until its outcomes are known."""
+
+    attrs: dict[str, object]
+    ship_by: int | None
+    promised_end: int
+    handover_done: bool = False
+    delivery_done: bool = False
+    handed_at: int | None = None
+    cancelled: bool = False
+    carrier_exception_seen: bool = False
+
+
+def _seconds(value: object) -> int | None:
+    """A timestamp-like value as epoch seconds, None when missing."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or pd.isna(value):
+        return None
+    return int(np.datetime64(pd.Timestamp(value).to_datetime64(), "s").astype(np.int64))
+
+
+class OnlineFeatureState:
+    """Feature state kept up to date by events, answering point-in-time features."""
+
+    def __init__(self) -> None:
+        self._series: dict[tuple, _Series] = {}
+        self._pending: dict[str, _Pending] = {}
+        self._timers: list[tuple[int, int, str, str]] = []
+        self._timer_seq = 0
+        self._clock: int | None = None
+        self._node_days: dict[tuple[str, int], tuple[float, float]] = {}
+        self._notices: list[dict] = []
+        self._keysets = {}
+        for aggregate in AGGREGATES:
+            self._keysets.setdefault(aggregate.stream, set()).add(aggregate.keys)
+
+    # ----- events ---------------------------------------------------------------------------
+    def ingest(self, event: Mapping[str, object]) -> None:
+        """Apply one event; events must come in time order."""
+        time = _seconds(event.get("event_time"))
+        if time is None:
+            raise FeaturesError(f"event {event.get('event_id')!r} has no event_time")
+        if self._clock is not None and time < self._clock:
+            raise FeaturesError(
+                f"event {event.get('event_id')!r} at {pd.Timestamp(time, unit='s')} arrived after "
+                f"{pd.Timestamp(self._clock, unit='s')}; events must be applied in time order"
+            )
+        self._fire_timers(before=time)
+        self._clock = time
+        kind = event.get("event_type")
+        handler = {
+            "allocated": self._allocated,
+            "handed_over": self._handed_over,
+            "delivered": self._delivered,
+            "exception": self._exception,
+            "node_capacity": self._node_capacity,
+            "disruption_notice": self._notice,
+        }.get(kind)
+        if handler is None:
+            raise FeaturesError(f"event {event.get('event_id')!r} has unknown event_type {kind!r}")
+        handler(event, time)
+
+    def ingest_frame(self, events: pd.DataFrame) -> None:
+        """Apply every event of a frame, in its order."""
+        for event in events.to_dict("records"):
+            self.ingest(event)
+
+    def _allocated(self, event: Mapping[str, object], time: int) -> None:
+        attrs = {k: event.get(k) for k in ("node_id", "node_type", "carrier", "origin_region", "dest_region")}
+        ship_by = _seconds(event.get("ship_by"))
+        promised = pd.Timestamp(event["promised_delivery"]).normalize() + pd.Timedelta(days=1)
+        pending = _Pending(attrs=attrs, ship_by=ship_by, promised_end=_seconds(promised))
+        self._pending[str(event["shipment_id"])] = pending
+        self._add("allocation", time=time, value=1.0, attrs=attrs)
+        if ship_by is not None:
+            self._arm(time=ship_by + 1, shipment_id=str(event["shipment_id"]), kind="handover")
+
+    def _handed_over(self, event: Mapping[str, object], time: int) -> None:
+        shipment_id = str(event["shipment_id"])
+        pending = self._pending.get(shipment_id)
+        if pending is None:
+            return
+        pending.handed_at = time
+        self._add("handed", time=time, value=1.0, attrs=pending.attrs)
+        if pending.ship_by is not None and not pending.handover_done:
+            pending.handover_done = True
+            late = time > pending.ship_by
+            self._add("handover", time=pending.ship_by + 1 if late else time, value=float(late), attrs=pending.attrs)
+        self._arm(time=max(time, pending.promised_end), shipment_id=shipment_id, kind="delivery")
+
+    def _delivered(self, event: Mapping[str, object], time: int) -> None:
+        pending = self._pending.get(str(event["shipment_id"]))
+        if pending is None or pending.handed_at is None or pending.delivery_done:
+            return
+        pending.delivery_done = True
+        late = time >= pending.promised_end
+        known = max(pending.handed_at, pending.promised_end) if late else time
+        self._add("delivery", time=known, value=float(late), attrs=pending.attrs)
+
+    def _exception(self, event: Mapping[str, object], time: int) -> None:
+        pending = self._pending.get(str(event["shipment_id"]))
+        code = event.get("exception_code")
+        if pending is None:
+            return
+        if code in CARRIER_EXCEPTIONS and not pending.carrier_exception_seen:
+            pending.carrier_exception_seen = True
+            self._add("carrier_exception", time=time, value=1.0, attrs=pending.attrs)
+        if code in PICK_FAILURE_CODES and pending.handed_at is None:
+            pending.cancelled = True
+
+    def _node_capacity(self, event: Mapping[str, object], time: int) -> None:
+        if time % DAY:
+            raise FeaturesError(f"node_capacity event {event.get('event_id')!r} must be stamped at midnight")
+        self._node_days[(str(event["node_id"]), time)] = (
+            float(event.get("capacity", np.nan)), float(event.get("backlog_start", np.nan))
+        )
+
+    def _notice(self, event: Mapping[str, object], time: int) -> None:
+        self._notices.append(
+            {"announced_at": pd.Timestamp(time, unit="s"), "start": event["start"], "end": event["end"],
+             "region": event["region"], "carrier": event.get("carrier"), "severity": event["severity"]}
+        )
+
+    # ----- timers ---------------------------------------------------------------------------
+    def _arm(self, *, time: int, shipment_id: str, kind: str) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (time, self._timer_seq, shipment_id, kind))
+
+    def _fire_timers(self, *, before: int) -> None:
+        """Deadlines that passed without the expected event become late outcomes."""
+        while self._timers and self._timers[0][0] < before:
+            time, _, shipment_id, kind = heapq.heappop(self._timers)
+            pending = self._pending.get(shipment_id)
+            if pending is None:
+                continue
+            if kind == "handover" and not pending.handover_done and not pending.cancelled:
+                pending.handover_done = True
+                self._add("handover", time=time, value=1.0, attrs=pending.attrs)
+            elif kind == "delivery" and not pending.delivery_done:
+                pending.delivery_done = True
+                self._add("delivery", time=time, value=1.0, attrs=pending.attrs)
+
+    def _add(self, stream: str, *, time: int, value: float, attrs: Mapping[str, object]) -> None:
+        for keys in self._keysets.get(stream, ()):
+            series_key = (stream, keys, tuple(attrs.get(k) for k in keys))
+            if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in series_key[2]):
+                continue
+            self._series.setdefault(series_key, _Series()).add(time=time, value=value)
+
+    # ----- queries --------------------------------------------------------------------------
+    def features(self, *, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Every feature for each decision row, from what the state knows strictly before the row's time."""
+        t = rows["allocated_at"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+        if len(t) and self._clock is not None:
+            self._fire_timers(before=int(t.min()))
+        static = static_features(rows=rows)
+        aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for aggregate in AGGREGATES:
+            lo, hi = window_bounds(window=aggregate.window, t=t)
+            counts = np.zeros(len(t), dtype=np.int64)
+            totals = np.zeros(len(t), dtype=np.float64)
+            for i in range(len(t)):
+                self._fire_timers(before=int(t[i]))
+                key = tuple(static[k][i] for k in aggregate.keys)
+                series = self._series.get((aggregate.stream, aggregate.keys, key))
+                if series is not None:
+                    counts[i], totals[i] = series.window(lo=int(lo[i]), hi=int(hi[i]))
+            aggregates[aggregate.name] = (counts, totals)
+        capacity = np.full(len(t), np.nan)
+        backlog = np.full(len(t), np.nan)
+        for i, (node, when) in enumerate(zip(static["node_id"], t)):
+            midnight = int(when - when % DAY)
+            known = self._node_days.get((str(node), midnight))
+            if known is not None and when > midnight:
+                capacity[i], backlog[i] = known
+        notices = pd.DataFrame(self._notices) if self._notices else None
+        return derive_features(
+            static=static,
+            aggregates=aggregates,
+            node_state={"capacity": capacity, "backlog_start": backlog},
+            disruptions=active_disruptions(
+                notices=notices, t=t, carrier=static["carrier"], dest_region=static["dest_region"]
+            ),
+        )
+
+
+__all__ = ["OnlineFeatureState", "STREAM_KEYS"]
