@@ -80,7 +80,7 @@ def load_history(
     mapping = load_mapping(path=mapping_path) if mapping_path else ColumnMapping()
     raw = read_table(path=shipments_file)
     mapped = apply_mapping(frame=raw, mapping=mapping, source=str(shipments_file))
-    coerced, report = validate_shipments(frame=mapped, formats=mapping.formats, timezone=mapping.timezone)
+    coerced, report = validate_shipments(frame=mapped, formats=mapping.effective_formats(), timezone=mapping.timezone)
     load_report = LoadReport(source=str(shipments_file), rows_read=len(raw))
     if report.missing_columns or (report.problems and not lenient):
         raise HistoryError(render_report(source=shipments_file, report=report, frame=coerced))

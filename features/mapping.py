@@ -36,6 +36,11 @@ class ColumnMapping(BaseModel):
     copies: dict[str, str] = Field(default={}, alias="copy")
     timezone: str | None = None
 
+    def effective_formats(self) -> dict[str, str]:
+        """Date formats per our column; a copied column is parsed with its source's format."""
+        copied = {ours: self.formats[other] for ours, other in self.copies.items() if other in self.formats}
+        return {**copied, **self.formats}
+
 
 def load_mapping(*, path: Path) -> ColumnMapping:
     """Read and check a mapping file; unknown target columns are an error, not a silent no-op."""

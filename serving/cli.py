@@ -27,8 +27,8 @@ features_app = typer.Typer(help="Build point-in-time features from history.", no
 app.add_typer(history_app, name="history")
 app.add_typer(features_app, name="features")
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 class Source(str, Enum):
