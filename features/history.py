@@ -194,3 +194,51 @@ def _rates(*, shipments: pd.DataFrame, by: pd.Series) -> pd.DataFrame:
             "late_handover_rate": grouped["late_handover"].mean(),
         }
     )
+
+
+def stylized_facts(*, shipments: pd.DataFrame, min_week_shipments: int = 200) -> dict[str, float]:
+    """The shape of a delivery history: burstiness, load, propagation and tail (for twin-vs-real checks)."""
+    from features.calendar import thanksgiving
+
+    delay = carrier_delay(shipments=shipments)
+    handover = late_handover(shipments=shipments)
+    allocated = shipments["allocated_at"]
+    week = allocated.dt.to_period("W-SUN").dt.start_time
+    weekly = (
+        pd.DataFrame({"week": week, "late": delay})
+        .dropna()
+        .groupby("week")["late"]
+        .agg(["size", "mean"])
+    )
+    weekly = weekly[weekly["size"] >= min_week_shipments]
+    black_friday_weeks = {
+        pd.Timestamp(thanksgiving(year=int(y))) + pd.Timedelta(days=1) for y in allocated.dt.year.unique()
+    }
+    peak_weeks = [w for w in weekly.index if any(w <= d < w + pd.Timedelta(days=7) for d in black_friday_weeks)]
+    median_week = float(weekly["mean"].median()) if len(weekly) else np.nan
+    known = ~np.isnan(delay) & ~np.isnan(handover)
+    late_after_late_handover = float(delay[known & (handover == 1)].mean()) if (known & (handover == 1)).any() else np.nan
+    late_after_on_time = float(delay[known & (handover == 0)].mean()) if (known & (handover == 0)).any() else np.nan
+    delivered = shipments["delivered_at"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")
+    promised = shipments["promised_delivery"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")
+    days_late = (delivered - promised).astype("timedelta64[D]").astype(float)
+    days_late = days_late[(delay == 1) & ~np.isnat(delivered)]
+    weekday = pd.Series(delay).groupby(allocated.dt.day_of_week.to_numpy()).mean()
+    return {
+        "shipments": int(len(shipments)),
+        "carrier_delay_rate": float(np.nanmean(delay)),
+        "late_handover_rate": float(np.nanmean(handover)) if (~np.isnan(handover)).any() else np.nan,
+        "weekly_late_p10": float(weekly["mean"].quantile(0.1)) if len(weekly) else np.nan,
+        "weekly_late_median": median_week,
+        "weekly_late_p90": float(weekly["mean"].quantile(0.9)) if len(weekly) else np.nan,
+        "weekly_late_max": float(weekly["mean"].max()) if len(weekly) else np.nan,
+        "peak_week_late": float(weekly.loc[peak_weeks, "mean"].max()) if peak_weeks else np.nan,
+        "volume_late_corr": float(weekly["size"].corr(weekly["mean"])) if len(weekly) > 2 else np.nan,
+        "weekday_late_min": float(weekday.min()),
+        "weekday_late_max": float(weekday.max()),
+        "late_given_late_handover": late_after_late_handover,
+        "late_given_on_time_handover": late_after_on_time,
+        "days_late_median": float(np.median(days_late)) if days_late.size else np.nan,
+        "days_late_p75": float(np.quantile(days_late, 0.75)) if days_late.size else np.nan,
+        "days_late_p90": float(np.quantile(days_late, 0.9)) if days_late.size else np.nan,
+    }
