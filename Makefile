@@ -19,6 +19,7 @@ run: $(STAMP)
 	$(BIN)/riskroute run --data-dir $(DATA)
 
 test: $(STAMP)
+	$(BIN)/ruff check features training rules approvals serving tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -44,10 +44,10 @@ def main() -> None:
     seed = scenario.seed if args.seed is None else args.seed
     out = args.out or Path(tempfile.mkdtemp(prefix="riskroute-bench-")) / "history"
 
-    result, simulate_s = _timed(lambda: simulate(scenario=scenario, seed=seed))
-    _, write_s = _timed(lambda: write_simulation(result=result, scenario=scenario, seed=seed, out_dir=out))
-    shipments = result.stats["shipments"]
-    del result
+    run, simulate_s = _timed(lambda: simulate(scenario=scenario, seed=seed))
+    _, write_s = _timed(lambda: write_simulation(result=run, scenario=scenario, seed=seed, out_dir=out))
+    shipments = run.stats["shipments"]
+    run = None  # free the run's frames before the feature build
     (history, _), validate_s = _timed(lambda: load_history(path=out))
     tables, features_s = _timed(lambda: build_features(history=history))
     feature_rows = sum(len(t) for t in tables.values())

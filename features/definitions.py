@@ -98,27 +98,61 @@ AGGREGATES: tuple[Aggregate, ...] = (
 CARRIER_DELAY_CATEGORICAL = ("carrier", "service", "origin_region", "dest_region", "node_type")
 CARRIER_DELAY_FEATURES = (
     *CARRIER_DELAY_CATEGORICAL,
-    "distance_km", "promised_days", "carrier_days", "weekday", "hour", "is_peak",
+    "distance_km",
+    "promised_days",
+    "carrier_days",
+    "weekday",
+    "hour",
+    "is_peak",
     "carrier_late_rate_28d",
-    "lane_late_rate_7d", "lane_late_rate_28d", "lane_outcomes_7d", "lane_outcomes_28d",
-    "region_late_rate_3d", "region_late_rate_7d", "region_late_rate_28d", "region_outcomes_7d",
-    "carrier_exception_rate_7d", "carrier_volume_1d", "carrier_volume_ratio",
-    "disruptions_known", "disruption_severity",
+    "lane_late_rate_7d",
+    "lane_late_rate_28d",
+    "lane_outcomes_7d",
+    "lane_outcomes_28d",
+    "region_late_rate_3d",
+    "region_late_rate_7d",
+    "region_late_rate_28d",
+    "region_outcomes_7d",
+    "carrier_exception_rate_7d",
+    "carrier_volume_1d",
+    "carrier_volume_ratio",
+    "disruptions_known",
+    "disruption_severity",
 )
 NODE_CONGESTION_CATEGORICAL = ("node_id", "node_type")
 NODE_CONGESTION_FEATURES = (
     *NODE_CONGESTION_CATEGORICAL,
-    "weekday", "hour", "is_peak", "hours_to_ship_by",
-    "node_late_rate_1d", "node_late_rate_7d", "node_late_rate_28d", "node_outcomes_7d", "node_type_late_rate_7d",
-    "capacity_today", "backlog_start", "backlog_ratio",
-    "assigned_today", "utilisation_so_far", "assigned_yesterday", "utilisation_yesterday",
+    "weekday",
+    "hour",
+    "is_peak",
+    "hours_to_ship_by",
+    "node_late_rate_1d",
+    "node_late_rate_7d",
+    "node_late_rate_28d",
+    "node_outcomes_7d",
+    "node_type_late_rate_7d",
+    "capacity_today",
+    "backlog_start",
+    "backlog_ratio",
+    "assigned_today",
+    "utilisation_so_far",
+    "assigned_yesterday",
+    "utilisation_yesterday",
 )
 MODEL_FEATURES = {"carrier_delay": CARRIER_DELAY_FEATURES, "node_congestion": NODE_CONGESTION_FEATURES}
 MODEL_CATEGORICAL = {"carrier_delay": CARRIER_DELAY_CATEGORICAL, "node_congestion": NODE_CONGESTION_CATEGORICAL}
 # Columns a decision row must carry (a shipment being routed, or a candidate option).
 ROW_COLUMNS = (
-    "allocated_at", "node_id", "node_type", "carrier", "service", "origin_region", "dest_region",
-    "distance_km", "ship_by", "promised_delivery",
+    "allocated_at",
+    "node_id",
+    "node_type",
+    "carrier",
+    "service",
+    "origin_region",
+    "dest_region",
+    "distance_km",
+    "ship_by",
+    "promised_delivery",
 )
 
 
@@ -134,7 +168,8 @@ def static_features(*, rows: pd.DataFrame) -> dict[str, np.ndarray]:
     promised = rows["promised_delivery"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")
     ship_by = (
         rows["ship_by"].to_numpy(dtype="datetime64[s]")
-        if "ship_by" in rows.columns else np.full(len(rows), np.datetime64("NaT", "s"))
+        if "ship_by" in rows.columns
+        else np.full(len(rows), np.datetime64("NaT", "s"))
     )
     out: dict[str, np.ndarray] = {}
     for column in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id"):
@@ -153,7 +188,9 @@ def static_features(*, rows: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def smoothed_rate(*, count: np.ndarray, total: np.ndarray, prior_count: np.ndarray, prior_total: np.ndarray) -> np.ndarray:
+def smoothed_rate(
+    *, count: np.ndarray, total: np.ndarray, prior_count: np.ndarray, prior_total: np.ndarray
+) -> np.ndarray:
     """Late rate shrunk toward the network's rate, so that a lane with few outcomes is not noise."""
     count = np.asarray(count, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -16,9 +16,26 @@ from features.schema import EXCEPTION_CODES
 EVENT_TYPES = ("node_capacity", "disruption_notice", "allocated", "handed_over", "delivered", "exception")
 SHIPMENT_EVENT_TYPES = ("allocated", "handed_over", "delivered", "exception")
 EVENT_COLUMNS = (
-    "event_id", "event_type", "event_time", "shipment_id", "node_id", "node_type", "carrier", "service",
-    "origin_region", "dest_region", "distance_km", "ship_by", "promised_delivery", "exception_code",
-    "capacity", "backlog_start", "region", "severity", "start", "end",
+    "event_id",
+    "event_type",
+    "event_time",
+    "shipment_id",
+    "node_id",
+    "node_type",
+    "carrier",
+    "service",
+    "origin_region",
+    "dest_region",
+    "distance_km",
+    "ship_by",
+    "promised_delivery",
+    "exception_code",
+    "capacity",
+    "backlog_start",
+    "region",
+    "severity",
+    "start",
+    "end",
 )
 
 
@@ -42,8 +59,18 @@ def event_schema() -> pa.DataFrameSchema:
 def events_from_history(*, history: History) -> pd.DataFrame:
     """Every event a history implies, in the order they happened."""
     s = history.shipments
-    shipment_columns = ["shipment_id", "node_id", "node_type", "carrier", "service", "origin_region", "dest_region",
-                        "distance_km", "ship_by", "promised_delivery"]
+    shipment_columns = [
+        "shipment_id",
+        "node_id",
+        "node_type",
+        "carrier",
+        "service",
+        "origin_region",
+        "dest_region",
+        "distance_km",
+        "ship_by",
+        "promised_delivery",
+    ]
     base = s[[c for c in shipment_columns if c in s.columns]]
     parts = [base.assign(event_type="allocated", event_time=s["allocated_at"])]
     handed = s["handed_over_at"].notna()
@@ -53,8 +80,10 @@ def events_from_history(*, history: History) -> pd.DataFrame:
     if "exception_codes" in s.columns:
         raised = s["exception_codes"].notna() & s["exception_at"].notna()
         codes = s.loc[raised, "exception_codes"].str.split("|", regex=False)
-        exploded = base[raised].assign(exception_code=codes, event_time=s.loc[raised, "exception_at"]).explode(
-            "exception_code"
+        exploded = (
+            base[raised]
+            .assign(exception_code=codes, event_time=s.loc[raised, "exception_at"])
+            .explode("exception_code")
         )
         parts.append(exploded.assign(event_type="exception"))
     if history.node_days is not None:

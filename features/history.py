@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from features.errors import HistoryError
 from features.labels import carrier_delay, late_handover
 from features.mapping import ColumnMapping, apply_mapping, load_mapping
 from features.schema import ValidationReport, validate_shipments
+from features.storage import write_atomically
 
 MAX_ROWS_SHOWN = 20
 TABLE_SUFFIXES = (".parquet", ".csv")
@@ -130,19 +129,6 @@ def write_quarantine(*, frame: pd.DataFrame, report: ValidationReport, path: Pat
     write_atomically(path=path, writer=lambda target: side.to_csv(target, index=False))
 
 
-def write_atomically(*, path: Path, writer) -> None:
-    """Write a file through a temporary sibling and rename it, so no reader sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        writer(Path(temporary))
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-
-
 def render_report(*, source: Path, report: ValidationReport, frame: pd.DataFrame) -> str:
     """One readable error: the file, the missing columns, up to 20 bad rows and the counts by reason."""
     lines = [f"{source}: history does not match the shipment schema"]
@@ -204,12 +190,7 @@ def stylized_facts(*, shipments: pd.DataFrame, min_week_shipments: int = 200) ->
     handover = late_handover(shipments=shipments)
     allocated = shipments["allocated_at"]
     week = allocated.dt.to_period("W-SUN").dt.start_time
-    weekly = (
-        pd.DataFrame({"week": week, "late": delay})
-        .dropna()
-        .groupby("week")["late"]
-        .agg(["size", "mean"])
-    )
+    weekly = pd.DataFrame({"week": week, "late": delay}).dropna().groupby("week")["late"].agg(["size", "mean"])
     weekly = weekly[weekly["size"] >= min_week_shipments]
     black_friday_weeks = {
         pd.Timestamp(thanksgiving(year=int(y))) + pd.Timedelta(days=1) for y in allocated.dt.year.unique()
@@ -217,7 +198,9 @@ def stylized_facts(*, shipments: pd.DataFrame, min_week_shipments: int = 200) ->
     peak_weeks = [w for w in weekly.index if any(w <= d < w + pd.Timedelta(days=7) for d in black_friday_weeks)]
     median_week = float(weekly["mean"].median()) if len(weekly) else np.nan
     known = ~np.isnan(delay) & ~np.isnan(handover)
-    late_after_late_handover = float(delay[known & (handover == 1)].mean()) if (known & (handover == 1)).any() else np.nan
+    late_after_late_handover = (
+        float(delay[known & (handover == 1)].mean()) if (known & (handover == 1)).any() else np.nan
+    )
     late_after_on_time = float(delay[known & (handover == 0)].mean()) if (known & (handover == 0)).any() else np.nan
     delivered = shipments["delivered_at"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")
     promised = shipments["promised_delivery"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")

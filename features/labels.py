@@ -51,7 +51,9 @@ def promised_end(*, shipments: pd.DataFrame) -> np.ndarray:
     return (seconds(shipments["promised_delivery"]).astype("datetime64[D]") + ONE_DAY).astype("datetime64[s]")
 
 
-def carrier_delay_outcome(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None) -> tuple[np.ndarray, np.ndarray]:
+def carrier_delay_outcome(
+    *, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per shipment: carrier-delay label (1 late, 0 on time, NaN unknown) and when it became known."""
     as_of = _as_of(shipments, as_of)
     handed = seconds(shipments["handed_over_at"])
@@ -67,7 +69,9 @@ def carrier_delay_outcome(*, shipments: pd.DataFrame, as_of: np.datetime64 | Non
     return label, known
 
 
-def late_handover_outcome(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None) -> tuple[np.ndarray, np.ndarray]:
+def late_handover_outcome(
+    *, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per shipment: late-handover label (1 late, 0 on time, NaN unknown) and when it became known."""
     n = len(shipments)
     if "ship_by" not in shipments.columns:

@@ -54,7 +54,9 @@ def load_mapping(*, path: Path) -> ColumnMapping:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise HistoryError(f"{path}: {problems}") from None
-    named = set(mapping.columns) | set(mapping.formats) | set(mapping.codes) | set(mapping.defaults) | set(mapping.copies)
+    named = (
+        set(mapping.columns) | set(mapping.formats) | set(mapping.codes) | set(mapping.defaults) | set(mapping.copies)
+    )
     named |= set(mapping.copies.values())
     unknown = sorted(named - KNOWN)
     if unknown:

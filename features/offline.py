@@ -28,8 +28,9 @@ from features.definitions import (
     window_bounds,
 )
 from features.errors import HistoryError
-from features.history import History, write_atomically
+from features.history import History
 from features.labels import carrier_delay_outcome, carrier_exception, history_as_of, late_handover_outcome
+from features.storage import staged_folder
 
 KEY_SHIFT = np.int64(1) << np.int64(34)  # epoch seconds stay below 2**34 until the year 2514
 ID_COLUMNS = ("shipment_id", "allocated_at")
@@ -65,7 +66,8 @@ def build_streams(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
     handed = shipments["handed_over_at"].to_numpy(dtype="datetime64[s]")
     exception_at = (
         shipments["exception_at"].to_numpy(dtype="datetime64[s]")
-        if "exception_at" in shipments.columns else np.full(len(shipments), np.datetime64("NaT", "s"))
+        if "exception_at" in shipments.columns
+        else np.full(len(shipments), np.datetime64("NaT", "s"))
     )
     carrier_flag = carrier_exception(shipments=shipments)
     ones = np.ones(len(shipments))
@@ -168,7 +170,9 @@ def features_for_rows(
         static=static,
         aggregates=aggregates,
         node_state=node_state_at(node_days=node_days, node_id=static["node_id"], t=t),
-        disruptions=active_disruptions(notices=notices, t=t, carrier=static["carrier"], dest_region=static["dest_region"]),
+        disruptions=active_disruptions(
+            notices=notices, t=t, carrier=static["carrier"], dest_region=static["dest_region"]
+        ),
     )
 
 
@@ -255,21 +259,24 @@ def build_features_chunked(
     rows_written = {model: 0 for model in MODEL_FEATURES}
     chunks = list(zip(bounds[:-1], bounds[1:]))
     prepared = prepare(history=history)
-    for i, (lo, hi) in enumerate(chunks):
-        tables = build_features(
-            history=history,
-            start=np.datetime64(lo.to_datetime64(), "s"),
-            end=np.datetime64(hi.to_datetime64(), "s"),
-            prepared=prepared,
-        )
-        for model, frame in tables.items():
-            if frame.empty:
-                continue
-            target = out_dir / model / f"part-{lo:%Y%m%d}.parquet"
-            write_atomically(path=target, writer=lambda p, f=frame: f.to_parquet(p, index=False))
-            rows_written[model] += len(frame)
-        if on_chunk is not None:
-            on_chunk(i + 1, len(chunks))
+    # All partitions appear together or not at all: a crash leaves the previous build in place.
+    with staged_folder(out_dir=out_dir) as staging:
+        for i, (lo, hi) in enumerate(chunks):
+            tables = build_features(
+                history=history,
+                start=np.datetime64(lo.to_datetime64(), "s"),
+                end=np.datetime64(hi.to_datetime64(), "s"),
+                prepared=prepared,
+            )
+            for model, frame in tables.items():
+                if frame.empty:
+                    continue
+                target = staging / model / f"part-{lo:%Y%m%d}.parquet"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(target, index=False)
+                rows_written[model] += len(frame)
+            if on_chunk is not None:
+                on_chunk(i + 1, len(chunks))
     return rows_written
 
 

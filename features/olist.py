@@ -47,8 +47,13 @@ def load_olist(*, folder: Path) -> tuple[History, LoadReport]:
 
     times = {
         column: _parse(orders, column, ORDERS_TIME_FORMAT)
-        for column in ("order_purchase_timestamp", "order_approved_at", "order_delivered_carrier_date",
-                       "order_delivered_customer_date", "order_estimated_delivery_date")
+        for column in (
+            "order_purchase_timestamp",
+            "order_approved_at",
+            "order_delivered_carrier_date",
+            "order_delivered_customer_date",
+            "order_estimated_delivery_date",
+        )
     }
     reasons = pd.Series(pd.NA, index=orders.index, dtype="object")
 

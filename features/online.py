@@ -173,13 +173,20 @@ class OnlineFeatureState:
         if time % DAY:
             raise FeaturesError(f"node_capacity event {event.get('event_id')!r} must be stamped at midnight")
         self._node_days[(str(event["node_id"]), time)] = (
-            float(event.get("capacity", np.nan)), float(event.get("backlog_start", np.nan))
+            float(event.get("capacity", np.nan)),
+            float(event.get("backlog_start", np.nan)),
         )
 
     def _notice(self, event: Mapping[str, object], time: int) -> None:
         self._notices.append(
-            {"announced_at": pd.Timestamp(time, unit="s"), "start": event["start"], "end": event["end"],
-             "region": event["region"], "carrier": event.get("carrier"), "severity": event["severity"]}
+            {
+                "announced_at": pd.Timestamp(time, unit="s"),
+                "start": event["start"],
+                "end": event["end"],
+                "region": event["region"],
+                "carrier": event.get("carrier"),
+                "severity": event["severity"],
+            }
         )
 
     # ----- timers ---------------------------------------------------------------------------

@@ -20,19 +20,46 @@ EXCEPTION_SEPARATOR = "|"
 PICK_FAILURE_CODES = ("node_rejected", "stock_discrepancy")
 
 REQUIRED_COLUMNS = (
-    "shipment_id", "order_id", "order_time", "allocated_at", "node_id", "node_type",
-    "carrier", "service", "promised_delivery",
+    "shipment_id",
+    "order_id",
+    "order_time",
+    "allocated_at",
+    "node_id",
+    "node_type",
+    "carrier",
+    "service",
+    "promised_delivery",
 )
 OPTIONAL_COLUMNS = (
-    "origin_region", "dest_region", "distance_km", "ship_by", "handed_over_at", "delivered_at",
-    "exception_codes", "exception_at", "cost",
+    "origin_region",
+    "dest_region",
+    "distance_km",
+    "ship_by",
+    "handed_over_at",
+    "delivered_at",
+    "exception_codes",
+    "exception_at",
+    "cost",
 )
 DATETIME_COLUMNS = (
-    "order_time", "allocated_at", "promised_delivery", "ship_by", "handed_over_at", "delivered_at", "exception_at",
+    "order_time",
+    "allocated_at",
+    "promised_delivery",
+    "ship_by",
+    "handed_over_at",
+    "delivered_at",
+    "exception_at",
 )
 NUMBER_COLUMNS = ("distance_km", "cost")
 TEXT_COLUMNS = (
-    "shipment_id", "order_id", "node_id", "node_type", "carrier", "service", "origin_region", "dest_region",
+    "shipment_id",
+    "order_id",
+    "node_id",
+    "node_type",
+    "carrier",
+    "service",
+    "origin_region",
+    "dest_region",
     "exception_codes",
 )
 KNOWN_CODES = {"node_type": NODE_TYPES, "service": SERVICES, "exception_codes": EXCEPTION_CODES}
@@ -121,8 +148,9 @@ def shipment_schema() -> pa.DataFrameSchema:
         },
         checks=[
             pa.Check(
-                lambda df, early=early, late=late: ~(df[late] < df[early]) if {early, late} <= set(df.columns)
-                else pd.Series(True, index=df.index),
+                lambda df, early=early, late=late: (
+                    ~(df[late] < df[early]) if {early, late} <= set(df.columns) else pd.Series(True, index=df.index)
+                ),
                 name=message,
             )
             for early, late, message in TIME_ORDER
@@ -221,7 +249,7 @@ def _problems_from(*, failures: pd.DataFrame, frame: pd.DataFrame) -> list[RowPr
             reason = f"negative value: {value!r}"
         elif record.schema_context == "DataFrameSchema":
             # Frame-level checks are reported once per column; keep one line naming the pair.
-            pair = next(((e, l) for e, l, m in TIME_ORDER if m == check), None)
+            pair = next(((early, late) for early, late, m in TIME_ORDER if m == check), None)
             if pair is None or column != pair[1]:
                 continue
             reason = f"{check}: {pair[0]}={frame.at[row, pair[0]]}, {pair[1]}={frame.at[row, pair[1]]}"

@@ -41,8 +41,12 @@ class Source(str, Enum):
 def _progress() -> Progress:
     """A progress bar for long steps."""
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     )
 
 
@@ -56,8 +60,9 @@ def _print_rates(*, title: str, frame, key: str) -> None:
     for column in (key, "shipments", "carrier delay", "late handover"):
         table.add_column(column, justify="right" if column != key else "left")
     for index, row in frame.iterrows():
-        table.add_row(str(index), f"{int(row['shipments']):,}", _rate(row["carrier_delay_rate"]),
-                      _rate(row["late_handover_rate"]))
+        table.add_row(
+            str(index), f"{int(row['shipments']):,}", _rate(row["carrier_delay_rate"]), _rate(row["late_handover_rate"])
+        )
     console.print(table)
 
 
@@ -136,8 +141,10 @@ def _summary(*, history) -> None:
     from features.history import carrier_summary, weekly_summary
 
     shipments = history.shipments
-    console.print(f"[bold]{len(shipments):,} shipments[/bold] from {shipments['allocated_at'].min()} "
-                  f"to {shipments['allocated_at'].max()}")
+    console.print(
+        f"[bold]{len(shipments):,} shipments[/bold] from {shipments['allocated_at'].min()} "
+        f"to {shipments['allocated_at'].max()}"
+    )
     _print_rates(title="by carrier", frame=carrier_summary(shipments=shipments), key="carrier")
     _print_rates(title="by week (allocation week, Monday)", frame=weekly_summary(shipments=shipments), key="week")
 
@@ -162,7 +169,9 @@ def _build(*, history, out: Path, chunk_days: int) -> None:
     with _progress() as progress:
         task = progress.add_task("building features", total=None)
         rows = build_features_chunked(
-            history=history, out_dir=out, chunk_days=chunk_days,
+            history=history,
+            out_dir=out,
+            chunk_days=chunk_days,
             on_chunk=lambda done, total: progress.update(task, completed=done, total=total),
         )
     elapsed = time.perf_counter() - started

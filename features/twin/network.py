@@ -142,7 +142,9 @@ def build_network(*, scenario: Scenario, rng: np.random.Generator) -> Network:
     shipments_per_order, lines_per_order = _expected_load(
         scenario=scenario, coverage=coverage, distance=distance, zone_weight=zone_weight, popularity=popularity, rng=rng
     )
-    mean_factor = float(np.mean(scenario.demand.weekday_factors)) * (1 + scenario.demand.growth_per_day * scenario.days / 2)
+    mean_factor = float(np.mean(scenario.demand.weekday_factors)) * (
+        1 + scenario.demand.growth_per_day * scenario.days / 2
+    )
     daily_orders = scenario.demand.base_orders_per_day * mean_factor
     headroom = np.array([rng.uniform(*p.headroom) for p in profiles])
     capacity = np.maximum(shipments_per_order * daily_orders * headroom, 40.0)
@@ -238,8 +240,10 @@ def _place_nodes(
             elif type_name == "store":
                 point = zone_xy[by_weight[i % len(by_weight)]]
             else:
-                point = zone_xy[rng.integers(0, len(zone_xy))] if type_name == "3pl" else rng.uniform(
-                    [50, 50], [MAP_WIDTH_KM - 50, MAP_HEIGHT_KM - 50]
+                point = (
+                    zone_xy[rng.integers(0, len(zone_xy))]
+                    if type_name == "3pl"
+                    else rng.uniform([50, 50], [MAP_WIDTH_KM - 50, MAP_HEIGHT_KM - 50])
                 )
             types.append(t)
             points.append(np.clip(point + rng.normal(0.0, 15.0, size=2), 1, [MAP_WIDTH_KM - 1, MAP_HEIGHT_KM - 1]))

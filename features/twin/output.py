@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from features.storage import staged_folder
 from features.twin.scenario import Scenario
 from features.twin.simulate import SimulationResult
 
@@ -34,10 +33,7 @@ def write_simulation(*, result: SimulationResult, scenario: Scenario, seed: int,
         f"{TRUTH_FOLDER}/shipment_truth": result.truth,
         f"{TRUTH_FOLDER}/disruptions": result.disruptions,
     }
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.staging-"))
-    try:
+    with staged_folder(out_dir=out_dir) as staging:
         files = {}
         for name, frame in tables.items():
             target = staging / f"{name}.parquet"
@@ -52,10 +48,6 @@ def write_simulation(*, result: SimulationResult, scenario: Scenario, seed: int,
             "files": files,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        _swap_in(staging=staging, out_dir=out_dir)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
@@ -70,19 +62,6 @@ def read_manifest(*, folder: Path) -> dict | None:
 def read_truth(*, folder: Path) -> pd.DataFrame:
     """The twin's per-shipment probabilities; for evaluation code only."""
     return pd.read_parquet(folder / TRUTH_FOLDER / "shipment_truth.parquet")
-
-
-def _swap_in(*, staging: Path, out_dir: Path) -> None:
-    """Replace out_dir by staging so that a reader sees either the old run or the new one."""
-    if out_dir.exists():
-        retired = out_dir.with_name(f".{out_dir.name}.retired")
-        if retired.exists():
-            shutil.rmtree(retired)
-        out_dir.rename(retired)
-        staging.rename(out_dir)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        staging.rename(out_dir)
 
 
 def _sha256(path: Path) -> str:

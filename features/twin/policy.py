@@ -74,9 +74,7 @@ class RoutingPolicy(Protocol):
         ...
 
 
-def choose_services(
-    *, batch: DecisionBatch, ship_order: np.ndarray, ship_node: np.ndarray
-) -> np.ndarray:
+def choose_services(*, batch: DecisionBatch, ship_order: np.ndarray, ship_node: np.ndarray) -> np.ndarray:
     """Cheapest carrier-service meeting the promise per shipment; the fastest when none meets it."""
     network = batch.network
     zone = batch.order_zone[ship_order]

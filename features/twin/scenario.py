@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from features.errors import ScenarioError
 from features.schema import NODE_TYPES, SERVICES, TIERS  # noqa: F401  (re-exported for the twin)
 
-
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -74,7 +73,9 @@ class DisruptionSpec(_Strict):
     hub_outage_per_carrier_per_100_days: float = Field(default=0.5, ge=0)
     hub_outage_days: tuple[int, int] = (5, 21)
     hub_outage_severity: tuple[float, float] = (1.2, 2.2)
-    detect_lag_days: int = Field(default=3, ge=0, description="an unannounced disruption becomes knowable from lane history after this many days")
+    detect_lag_days: int = Field(
+        default=3, ge=0, description="an unannounced disruption becomes knowable from lane history after this many days"
+    )
     node_shock_share: Probability = Field(default=0.03, description="node-days that lose capacity without notice")
 
 

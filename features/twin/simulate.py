@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -20,12 +19,36 @@ from features.calendar import is_peak
 from features.errors import PolicyError
 from features.twin.network import REGIONS, Network, build_network
 from features.twin.policy import SECONDS_PER_DAY, Allocation, DecisionBatch, RoutingPolicy, baseline_policy
-from features.twin.scenario import NODE_TYPES, SERVICES, TIERS, Scenario
+from features.twin.scenario import SERVICES, TIERS, Scenario
 
 # Share of a day's orders placed in each hour (a retail web-shop profile).
 HOURLY_PROFILE = np.array(
-    [0.6, 0.4, 0.3, 0.25, 0.25, 0.35, 0.7, 1.2, 1.8, 2.2, 2.4, 2.5,
-     2.5, 2.4, 2.3, 2.2, 2.1, 2.2, 2.5, 2.8, 2.9, 2.6, 1.9, 1.1]
+    [
+        0.6,
+        0.4,
+        0.3,
+        0.25,
+        0.25,
+        0.35,
+        0.7,
+        1.2,
+        1.8,
+        2.2,
+        2.4,
+        2.5,
+        2.5,
+        2.4,
+        2.3,
+        2.2,
+        2.1,
+        2.2,
+        2.5,
+        2.8,
+        2.9,
+        2.6,
+        1.9,
+        1.1,
+    ]
 )
 HOURLY_PROFILE = HOURLY_PROFILE / HOURLY_PROFILE.sum()
 CUMULATIVE_PROFILE = np.concatenate([[0.0], np.cumsum(HOURLY_PROFILE)])
@@ -50,7 +73,7 @@ CARRIER_BASE = -3.3
 CARRIER_BAND = np.array([0.0, 0.15, 0.35, 0.55])
 CARRIER_SERVICE = np.array([0.0, 0.2, 0.45])
 CARRIER_LOAD_KNEE = 1.1
-CARRIER_LOAD_SLOPE = 1.6
+CARRIER_LOAD_SLOPE = 3.0
 CARRIER_LATE_HANDOVER = 0.7
 CARRIER_SLACK = -0.45
 CARRIER_BEHIND = 1.8
@@ -120,8 +143,12 @@ def calibrate_capacity(*, scenario: Scenario, network: Network, seed: int) -> Ne
     pilot_days = min(PILOT_DAYS, scenario.days)
     pilot_scenario = scenario.model_copy(update={"days": pilot_days, "events": ()})
     unlimited = replace(network, node_capacity=np.full(network.n_nodes, 1e9))
-    pilot = _Run(scenario=pilot_scenario, network=unlimited, policy=baseline_policy,
-                 rng=np.random.default_rng([seed, PILOT_STREAM]))
+    pilot = _Run(
+        scenario=pilot_scenario,
+        network=unlimited,
+        policy=baseline_policy,
+        rng=np.random.default_rng([seed, PILOT_STREAM]),
+    )
     for day in range(pilot_days):
         pilot.step(day=day)
     mean_load = np.mean([d["assigned"] for d in pilot.buffers.node_days], axis=0)
@@ -304,8 +331,15 @@ class _Run:
             if in_wave.size == 0:
                 continue
             lines = np.concatenate([np.arange(line_start[o], line_start[o + 1]) for o in in_wave])
-            first = self._route(day=day, orders=orders, order_idx=in_wave, line_idx=lines,
-                                decision_time=orders["allocated_at"][in_wave], attempt=1, excluded=None)
+            first = self._route(
+                day=day,
+                orders=orders,
+                order_idx=in_wave,
+                line_idx=lines,
+                decision_time=orders["allocated_at"][in_wave],
+                attempt=1,
+                excluded=None,
+            )
             day_shipments.append(first)
             failed = first["exception"] > 0
             if failed.any():
@@ -316,8 +350,15 @@ class _Run:
                 # A re-route is decided when the first attempt failed (the latest failure of the order).
                 when = np.zeros(len(retry_orders), dtype=np.int64)
                 np.maximum.at(when, np.searchsorted(retry_orders, fail_order), fail_time)
-                second = self._route(day=day, orders=orders, order_idx=retry_orders, line_idx=retry_lines,
-                                     decision_time=when, attempt=2, excluded=excluded)
+                second = self._route(
+                    day=day,
+                    orders=orders,
+                    order_idx=retry_orders,
+                    line_idx=retry_lines,
+                    decision_time=when,
+                    attempt=2,
+                    excluded=excluded,
+                )
                 day_shipments.append(second)
         self._ship_and_deliver(day=day, shipments=_concat(day_shipments))
 
@@ -357,14 +398,31 @@ class _Run:
         seq = self.order_seq + np.arange(n)
         self.order_seq += n
         self.buffers.orders.append(
-            {"seq": seq, "order_time": order_time, "zone": zone, "tier": tier, "service": service,
-             "promised_day": promised, "n_lines": n_lines}
+            {
+                "seq": seq,
+                "order_time": order_time,
+                "zone": zone,
+                "tier": tier,
+                "service": service,
+                "promised_day": promised,
+                "n_lines": n_lines,
+            }
         )
         self.buffers.lines.append({"order_seq": seq[line_order], "line_no": line_no, "sku": sku, "qty": qty})
         return {
-            "seq": seq, "order_time": order_time, "allocated_at": allocated_at, "zone": zone, "tier": tier,
-            "service": service, "promised_day": promised, "n_lines": n_lines, "line_order": line_order,
-            "line_start": line_start, "line_no": line_no, "sku": sku, "qty": qty,
+            "seq": seq,
+            "order_time": order_time,
+            "allocated_at": allocated_at,
+            "zone": zone,
+            "tier": tier,
+            "service": service,
+            "promised_day": promised,
+            "n_lines": n_lines,
+            "line_order": line_order,
+            "line_start": line_start,
+            "line_no": line_no,
+            "sku": sku,
+            "qty": qty,
         }
 
     def _expected_load(self, *, day: int) -> np.ndarray:
@@ -444,10 +502,14 @@ class _Run:
         _check_allocation(batch=batch, allocation=allocation, order_mask=order_mask)
 
         self.buffers.candidates.append(
-            {"order_seq": orders["seq"][order_idx][cand_order], "attempt": np.full(cand_order.size, attempt, np.int8),
-             "decision_time": decision_time[cand_order], "node": cand_node.astype(np.int16),
-             "lines_available": original_mask[cand_order, cand_node].astype(np.int16),
-             "distance_km": nearest_distance[keep]}
+            {
+                "order_seq": orders["seq"][order_idx][cand_order],
+                "attempt": np.full(cand_order.size, attempt, np.int8),
+                "decision_time": decision_time[cand_order],
+                "node": cand_node.astype(np.int16),
+                "lines_available": original_mask[cand_order, cand_node].astype(np.int16),
+                "distance_km": nearest_distance[keep],
+            }
         )
         routed = allocation.line_node >= 0
         self.unfilled_lines += int((~routed).sum())
@@ -470,8 +532,12 @@ class _Run:
         exception_at = np.zeros(n_ship, dtype=np.int64)
         if attempt == 1 and n_ship:
             exception, exception_at = self._pick(
-                day=day, ship_node=ship_node, alloc_time=alloc_time, inverse=inverse,
-                line_sku=sku[routed], line_qty=qty[routed],
+                day=day,
+                ship_node=ship_node,
+                alloc_time=alloc_time,
+                inverse=inverse,
+                line_sku=sku[routed],
+                line_qty=qty[routed],
             )
         else:
             np.subtract.at(self.physical_stock, (ship_node[inverse], sku[routed]), qty[routed])
@@ -532,7 +598,9 @@ class _Run:
         back = ~picked
         np.add.at(self.system_stock, (line_node[back], line_sku[back]), line_qty[back])
         counted = short_line
-        self.system_stock[line_node[counted], line_sku[counted]] = self.physical_stock[line_node[counted], line_sku[counted]]
+        self.system_stock[line_node[counted], line_sku[counted]] = self.physical_stock[
+            line_node[counted], line_sku[counted]
+        ]
         end_of_day = (self.start_day + day + 1) * SECONDS_PER_DAY - 60
         delay = rng.integers(3600, 3 * 3600, size=n_ship)
         exception_at = np.where(failed, np.minimum(alloc_time + delay, end_of_day), 0)
@@ -569,9 +637,7 @@ class _Run:
         ship_by_time = shipments["ship_by_day"] * SECONDS_PER_DAY + net.node_cutoff_hour[node] * 3600
         same_day = shipments["ship_by_day"] == epoch_day
         near_cutoff = same_day & (net.node_cutoff_hour[node] - hour < 2.0)
-        expected_rest = self._expected_load(day=day)[node] * (
-            1.0 - np.interp(hour, np.arange(25), CUMULATIVE_PROFILE)
-        )
+        expected_rest = self._expected_load(day=day)[node] * (1.0 - np.interp(hour, np.arange(25), CUMULATIVE_PROFILE))
         static_logit = net.node_base_logit[node] + HANDOVER_WEEKDAY[weekday] + HANDOVER_NEAR_CUTOFF * near_cutoff
         util_real = (total / capacity_real)[node]
         backlog_real = np.minimum(self.backlog / capacity_real, 1.0)[node]
@@ -605,19 +671,27 @@ class _Run:
         normal = np.mean(history, axis=0) if history else volume
         expected_volume = (
             self.carrier_volume_history[-1] * self.demand_expected[day] / self.demand_expected[day - 1]
-            if history else volume
+            if history
+            else volume
         )
         load_real = CARRIER_LOAD_SLOPE * np.maximum(0.0, volume / np.maximum(normal, 1.0) - CARRIER_LOAD_KNEE)
         load_dec = CARRIER_LOAD_SLOPE * np.maximum(0.0, expected_volume / np.maximum(normal, 1.0) - CARRIER_LOAD_KNEE)
         static_c = (
-            CARRIER_BASE + net.lane_logit[carrier, region] + CARRIER_BAND[band] + CARRIER_SERVICE[service]
+            CARRIER_BASE
+            + net.lane_logit[carrier, region]
+            + CARRIER_BAND[band]
+            + CARRIER_SERVICE[service]
             + CARRIER_WEEKDAY[weekday]
         )
         handover_day = handed_over // SECONDS_PER_DAY
         slack_real = promised_day - (handover_day + transit)
         logit_true = (
-            static_c + load_real[carrier] + self.disruption_true[day, carrier, region]
-            + self.carrier_noise[day, carrier, region] + CARRIER_LATE_HANDOVER * late_h + _slack_logit(slack=slack_real)
+            static_c
+            + load_real[carrier]
+            + self.disruption_true[day, carrier, region]
+            + self.carrier_noise[day, carrier, region]
+            + CARRIER_LATE_HANDOVER * late_h
+            + _slack_logit(slack=slack_real)
         )
         p_true_c = sigmoid(logit_true)
         # A parcel handed over on or after its promised day cannot arrive in time.
@@ -652,14 +726,27 @@ class _Run:
         cost = net.cs_cost[cs, region, band] + net.node_handling_cost[node] * (1 + 0.25 * (shipments["units"] - 1))
         self.buffers.shipments.append(
             {
-                "seq": shipments["seq"], "order_seq": self.day_orders["seq"][shipments["order"]],
+                "seq": shipments["seq"],
+                "order_seq": self.day_orders["seq"][shipments["order"]],
                 "order_time": self.day_orders["order_time"][shipments["order"]],
-                "allocated_at": shipments["allocated_at"], "node": node, "carrier": carrier, "service": service,
-                "zone": zone, "region": region, "distance_km": net.distance_km[zone, node],
-                "ship_by": ship_by_time, "promised_day": promised_day, "handed_over_at": handed_over,
-                "delivered_at": delivered, "exception": exception, "exception_at": exception_at,
-                "cost": np.where(shipped, cost, np.nan), "tier": self.day_orders["tier"][shipments["order"]],
-                "lines": shipments["n_lines"], "units": shipments["units"], "hazmat": shipments["hazmat"],
+                "allocated_at": shipments["allocated_at"],
+                "node": node,
+                "carrier": carrier,
+                "service": service,
+                "zone": zone,
+                "region": region,
+                "distance_km": net.distance_km[zone, node],
+                "ship_by": ship_by_time,
+                "promised_day": promised_day,
+                "handed_over_at": handed_over,
+                "delivered_at": delivered,
+                "exception": exception,
+                "exception_at": exception_at,
+                "cost": np.where(shipped, cost, np.nan),
+                "tier": self.day_orders["tier"][shipments["order"]],
+                "lines": shipments["n_lines"],
+                "units": shipments["units"],
+                "hazmat": shipments["hazmat"],
                 "attempt": shipments["attempt"],
                 "p_true_late_handover": np.where(shipped, p_true_h, np.nan),
                 "p_true_carrier_delay": np.where(shipped, p_true_c, np.nan),
@@ -669,9 +756,14 @@ class _Run:
         )
         processed = np.minimum(total, capacity_real)
         self.buffers.node_days.append(
-            {"day": np.full(net.n_nodes, day, np.int32), "node": np.arange(net.n_nodes, dtype=np.int16),
-             "capacity": capacity_ann, "backlog_start": self.backlog.copy(), "assigned": self.assigned.copy(),
-             "processed": processed}
+            {
+                "day": np.full(net.n_nodes, day, np.int32),
+                "node": np.arange(net.n_nodes, dtype=np.int16),
+                "capacity": capacity_ann,
+                "backlog_start": self.backlog.copy(),
+                "assigned": self.assigned.copy(),
+                "processed": processed,
+            }
         )
         self.backlog = total - processed
         self.previous_assigned = self.assigned.copy()
@@ -680,7 +772,9 @@ class _Run:
     # ----- results -------------------------------------------------------------------------
     def result(self) -> SimulationResult:
         """Assemble the collected arrays into frames."""
-        return _assemble(run=self)
+        from features.twin.frames import assemble
+
+        return assemble(run=self)
 
 
 def _handover_load_logit(*, util: np.ndarray, backlog: np.ndarray) -> np.ndarray:
@@ -703,7 +797,9 @@ def _check_allocation(*, batch: DecisionBatch, allocation: Allocation, order_mas
     line_node = np.asarray(allocation.line_node)
     line_service = np.asarray(allocation.line_service)
     if line_node.shape != (n_lines,) or line_service.shape != (n_lines,):
-        raise PolicyError(f"policy returned {line_node.shape} nodes and {line_service.shape} services for {n_lines} lines")
+        raise PolicyError(
+            f"policy returned {line_node.shape} nodes and {line_service.shape} services for {n_lines} lines"
+        )
     net = batch.network
     routed = line_node >= 0
     if (line_node >= net.n_nodes).any():
@@ -728,172 +824,3 @@ def _concat(parts: list[dict]) -> dict:
     """Concatenate per-wave shipment dicts (line bookkeeping dropped)."""
     keys = [k for k in parts[0] if k not in ("line_idx", "line_ship")]
     return {k: np.concatenate([p[k] for p in parts]) for k in keys}
-
-
-EXCEPTION_CODES = ("", "node_rejected", "stock_discrepancy", "lost", "address_problem", "damaged")
-
-
-def _timestamps(*, seconds: np.ndarray, missing: np.ndarray | None = None) -> pd.Series:
-    """Epoch seconds as naive-UTC datetimes, NaT where missing."""
-    values = seconds.astype("datetime64[s]")
-    if missing is not None:
-        values = np.where(missing, np.datetime64("NaT", "s"), values)
-    return pd.Series(values, dtype="datetime64[s]")
-
-
-def _labels(*, names: np.ndarray | tuple, codes: np.ndarray) -> pd.Series:
-    """Codes mapped to their names as a string column."""
-    return pd.Series(np.asarray(names, dtype=object)[codes], dtype="str")
-
-
-def _ids(*, prefix: str, seq: np.ndarray, width: int) -> pd.Series:
-    """Zero-padded string ids such as S000000042."""
-    return prefix + pd.Series(seq, dtype="int64").astype("str").str.zfill(width)
-
-
-def _gather(parts: list[dict]) -> dict:
-    """Concatenate a list of per-day dicts of arrays."""
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
-
-
-def _assemble(*, run: _Run) -> SimulationResult:
-    """Turn the run's buffers into the history frames."""
-    net = run.network
-    s = _gather(run.buffers.shipments)
-    shipment_id = _ids(prefix="S", seq=s["seq"], width=9)
-    exception_names = np.asarray(EXCEPTION_CODES, dtype=object)[s["exception"]]
-    shipments = pd.DataFrame(
-        {
-            "shipment_id": shipment_id,
-            "order_id": _ids(prefix="O", seq=s["order_seq"], width=8),
-            "order_time": _timestamps(seconds=s["order_time"]),
-            "allocated_at": _timestamps(seconds=s["allocated_at"]),
-            "node_id": _labels(names=net.node_ids, codes=s["node"]),
-            "node_type": _labels(names=NODE_TYPES, codes=net.node_type[s["node"]]),
-            "carrier": _labels(names=net.carrier_names, codes=s["carrier"]),
-            "service": _labels(names=SERVICES, codes=s["service"]),
-            "origin_region": _labels(names=REGIONS, codes=net.node_region[s["node"]]),
-            "dest_region": _labels(names=REGIONS, codes=s["region"]),
-            "dest_zone": _labels(names=net.zone_ids, codes=s["zone"]),
-            "distance_km": s["distance_km"].round(1),
-            "ship_by": _timestamps(seconds=s["ship_by"]),
-            "promised_delivery": _timestamps(seconds=s["promised_day"] * SECONDS_PER_DAY),
-            "handed_over_at": _timestamps(seconds=s["handed_over_at"], missing=s["handed_over_at"] < 0),
-            "delivered_at": _timestamps(seconds=s["delivered_at"], missing=s["delivered_at"] < 0),
-            "exception_codes": pd.Series(np.where(s["exception"] > 0, exception_names, None), dtype="str"),
-            "exception_at": _timestamps(seconds=s["exception_at"], missing=s["exception"] == 0),
-            "cost": s["cost"].round(2),
-            "customer_tier": _labels(names=TIERS, codes=s["tier"]),
-            "lines": s["lines"].astype(np.int16),
-            "units": s["units"].astype(np.int32),
-            "hazmat": s["hazmat"],
-            "attempt": s["attempt"],
-        }
-    )
-    truth = pd.DataFrame(
-        {"shipment_id": shipment_id}
-        | {name: s[name] for name in ("p_true_late_handover", "p_true_carrier_delay",
-                                      "p_decision_late_handover", "p_decision_carrier_delay")}
-    )
-    o = _gather(run.buffers.orders)
-    orders = pd.DataFrame(
-        {
-            "order_id": _ids(prefix="O", seq=o["seq"], width=8),
-            "order_time": _timestamps(seconds=o["order_time"]),
-            "dest_zone": _labels(names=net.zone_ids, codes=o["zone"]),
-            "dest_region": _labels(names=REGIONS, codes=net.zone_region[o["zone"]]),
-            "customer_tier": _labels(names=TIERS, codes=o["tier"]),
-            "service_promised": _labels(names=SERVICES, codes=o["service"]),
-            "promised_delivery": _timestamps(seconds=o["promised_day"] * SECONDS_PER_DAY),
-            "n_lines": o["n_lines"].astype(np.int8),
-        }
-    )
-    order_ids = orders["order_id"].to_numpy(dtype=object)
-    first_seq = int(o["seq"][0]) if len(o) else 0
-    ln = _gather(run.buffers.lines)
-    sku_names = np.array([f"K{i:05d}" for i in range(len(net.sku_popularity))], dtype=object)
-    order_lines = pd.DataFrame(
-        {
-            "order_id": pd.Categorical.from_codes(ln["order_seq"] - first_seq, categories=order_ids),
-            "line_no": ln["line_no"].astype(np.int8),
-            "sku": pd.Categorical.from_codes(ln["sku"], categories=sku_names),
-            "qty": ln["qty"].astype(np.int16),
-            "hazmat": net.sku_hazmat[ln["sku"]],
-        }
-    )
-    c = _gather(run.buffers.candidates)
-    candidates = pd.DataFrame(
-        {
-            "order_id": pd.Categorical.from_codes(c["order_seq"] - first_seq, categories=order_ids),
-            "attempt": c["attempt"],
-            "decision_time": _timestamps(seconds=c["decision_time"]),
-            "node_id": pd.Categorical.from_codes(c["node"], categories=net.node_ids),
-            "lines_available": c["lines_available"],
-            "distance_km": c["distance_km"].round(1),
-        }
-    )
-    start = np.datetime64(run.scenario.start_date, "D")
-    w = _gather(run.buffers.node_waves)
-    node_waves = pd.DataFrame(
-        {
-            "date": pd.Series((start + w["day"]).astype("datetime64[s]"), dtype="datetime64[s]"),
-            "wave": w["wave"],
-            "node_id": _labels(names=net.node_ids, codes=w["node"]),
-            "capacity": w["capacity"].round(1),
-            "assigned_so_far": w["assigned_so_far"].astype(np.int32),
-            "backlog_start": w["backlog_start"].round(1),
-            "expected_load": w["expected_load"].round(1),
-        }
-    )
-    d = _gather(run.buffers.node_days)
-    node_days = pd.DataFrame(
-        {
-            "date": pd.Series((start + d["day"]).astype("datetime64[s]"), dtype="datetime64[s]"),
-            "node_id": _labels(names=net.node_ids, codes=d["node"]),
-            "capacity": d["capacity"].round(1),
-            "backlog_start": d["backlog_start"].round(1),
-            "assigned": d["assigned"].astype(np.int32),
-            "processed": d["processed"].round(1),
-        }
-    )
-    disruptions = pd.DataFrame(
-        [
-            {
-                "kind": item["kind"],
-                "carrier": None if item["carrier"] < 0 else str(net.carrier_names[item["carrier"]]),
-                "region": REGIONS[region],
-                "start": (start + item["start_day"]).astype("datetime64[s]"),
-                "end": (start + item["end_day"]).astype("datetime64[s]"),
-                "severity": round(item["severity"], 3),
-                "announced": item["announced"],
-                "known_at": (start + item["known_day"]).astype("datetime64[s]"),
-            }
-            for item in run.disruptions
-            for region in item["regions"]
-        ],
-        columns=["kind", "carrier", "region", "start", "end", "severity", "announced", "known_at"],
-    )
-    for column in ("start", "end", "known_at"):
-        disruptions[column] = disruptions[column].astype("datetime64[s]")
-    for column in ("kind", "carrier", "region"):
-        disruptions[column] = disruptions[column].astype("str")
-    disruptions["announced"] = disruptions["announced"].astype(bool)
-    disruptions["severity"] = disruptions["severity"].astype(float)
-    notices = (
-        disruptions[disruptions["announced"]]
-        .drop(columns=["announced"])
-        .rename(columns={"known_at": "announced_at"})
-        .sort_values(["announced_at", "start", "region"], kind="stable")
-        .reset_index(drop=True)
-    )
-    stats = {
-        "orders": int(len(orders)),
-        "shipments": int(len(shipments)),
-        "unfilled_lines": int(run.unfilled_lines),
-        "disruptions": int(len(run.disruptions)),
-    }
-    return SimulationResult(
-        shipments=shipments, truth=truth, orders=orders, order_lines=order_lines, candidates=candidates,
-        node_waves=node_waves, node_days=node_days, notices=notices, disruptions=disruptions,
-        network=net, stats=stats,
-    )

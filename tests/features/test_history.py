@@ -45,6 +45,7 @@ def test_missing_column_is_named(good_csv):
 def test_text_in_a_date_column_names_line_and_value(good_csv):
     def change(f):
         f.loc[3, "order_time"] = "next tuesday"
+
     _rewrite(good_csv, change)
     with pytest.raises(HistoryError) as error:
         load_history(path=good_csv)
@@ -56,6 +57,7 @@ def test_text_in_a_date_column_names_line_and_value(good_csv):
 def test_delivered_before_handed_over_is_reported(good_csv):
     def change(f):
         f.loc[7, "delivered_at"] = "2020-01-01 00:00:00"
+
     _rewrite(good_csv, change)
     with pytest.raises(HistoryError, match="line 9 .*delivered before handed over"):
         load_history(path=good_csv)
@@ -68,6 +70,7 @@ def test_every_reason_is_listed_once_per_row(good_csv):
         f.loc[4, "exception_codes"] = "lost|eaten"
         f.loc[5, "carrier"] = None
         f.loc[6, "cost"] = "cheap"
+
     _rewrite(good_csv, change)
     with pytest.raises(HistoryError) as error:
         load_history(path=good_csv)
@@ -97,6 +100,7 @@ def test_lenient_quarantines_bad_rows_with_reasons(good_csv, tmp_path):
     def change(f):
         f.loc[3, "order_time"] = "garbage"
         f.loc[8, "service"] = "air"
+
     _rewrite(good_csv, change)
     side = tmp_path / "side.csv"
     history, report = load_history(path=good_csv, lenient=True, quarantine_path=side)

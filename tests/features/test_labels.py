@@ -32,7 +32,9 @@ def test_delivery_is_judged_by_calendar_day_and_known_when_the_promise_lapses():
 
 def test_an_open_delivery_at_the_end_of_history_is_unknown():
     frame = _shipments(
-        handed_over_at=["2026-01-01 10:00"], delivered_at=[None], promised_delivery=["2026-01-05"],
+        handed_over_at=["2026-01-01 10:00"],
+        delivered_at=[None],
+        promised_delivery=["2026-01-05"],
     )
     label, known = carrier_delay_outcome(shipments=frame, as_of=np.datetime64("2026-01-04T12:00:00"))
     assert np.isnan(label[0]) and np.isnat(known[0])
@@ -40,7 +42,9 @@ def test_an_open_delivery_at_the_end_of_history_is_unknown():
 
 def test_a_carrier_is_never_late_before_it_has_the_parcel():
     frame = _shipments(
-        handed_over_at=["2026-01-06 08:00"], delivered_at=["2026-01-07 10:00"], promised_delivery=["2026-01-03"],
+        handed_over_at=["2026-01-06 08:00"],
+        delivered_at=["2026-01-07 10:00"],
+        promised_delivery=["2026-01-03"],
     )
     label, known = carrier_delay_outcome(shipments=frame)
     assert label[0] == 1.0 and known[0] == np.datetime64("2026-01-06T08:00:00")

@@ -57,8 +57,12 @@ def test_decision_inputs_are_recorded_for_every_order(small_run):
 
 def test_truth_columns_are_probabilities(small_run):
     truth = small_run.truth.dropna()
-    for column in ("p_true_late_handover", "p_true_carrier_delay", "p_decision_late_handover",
-                   "p_decision_carrier_delay"):
+    for column in (
+        "p_true_late_handover",
+        "p_true_carrier_delay",
+        "p_decision_late_handover",
+        "p_decision_carrier_delay",
+    ):
         assert truth[column].between(0, 1).all()
     merged = small_run.shipments.merge(small_run.truth, on="shipment_id")
     label = late_handover(shipments=merged)
@@ -86,7 +90,9 @@ def _load_aware_policy(batch: DecisionBatch) -> Allocation:
         load[pick] += 1
     line_node = np.where(chosen[batch.line_order] >= 0, chosen[batch.line_order], base.line_node)
     keys, inverse = np.unique(batch.line_order * batch.network.n_nodes + line_node, return_inverse=True)
-    services = choose_services(batch=batch, ship_order=keys // batch.network.n_nodes, ship_node=keys % batch.network.n_nodes)
+    services = choose_services(
+        batch=batch, ship_order=keys // batch.network.n_nodes, ship_node=keys % batch.network.n_nodes
+    )
     return Allocation(line_node=line_node, line_service=services[inverse])
 
 
@@ -114,8 +120,9 @@ def test_a_policy_that_ships_from_a_node_without_stock_is_refused():
 def test_scenario_events_degrade_a_carrier_on_a_region():
     calm = simulate(scenario=small_scenario(days=30))
     carrier, region = calm.shipments.groupby(["carrier", "dest_region"]).size().idxmax()
-    event = ScenarioEvent(kind="carrier_degradation", carrier=carrier, region=region, start_day=10, end_day=30,
-                          severity=2.5)
+    event = ScenarioEvent(
+        kind="carrier_degradation", carrier=carrier, region=region, start_day=10, end_day=30, severity=2.5
+    )
     troubled = simulate(scenario=small_scenario(days=30, events=(event,)))
 
     def lane_rate(run) -> float:
@@ -127,8 +134,9 @@ def test_scenario_events_degrade_a_carrier_on_a_region():
 
 
 def test_node_capacity_event_raises_late_handover_on_its_weekdays():
-    loss = ScenarioEvent(kind="node_capacity", node="DC01", start_day=0, end_day=28, capacity_factor=0.5,
-                         weekdays=(0,), announced=True)
+    loss = ScenarioEvent(
+        kind="node_capacity", node="DC01", start_day=0, end_day=28, capacity_factor=0.5, weekdays=(0,), announced=True
+    )
     run = simulate(scenario=small_scenario(days=28, events=(loss,)))
     s = run.shipments[run.shipments["node_id"] == "DC01"]
     late = late_handover(shipments=s)

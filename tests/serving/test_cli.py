@@ -65,8 +65,11 @@ def test_lenient_validation_prints_counts_and_keeps_the_good_rows(tmp_path, smal
 def test_simulate_and_build_features_end_to_end(tmp_path):
     scenario = tmp_path / "tiny.yaml"
     default = Path(__file__).resolve().parents[2] / "features" / "twin" / "scenarios" / "default.yaml"
-    text = default.read_text().replace("days: 120", "days: 8").replace("base_orders_per_day: 6500",
-                                                                      "base_orders_per_day: 200")
+    text = (
+        default.read_text()
+        .replace("days: 120", "days: 8")
+        .replace("base_orders_per_day: 6500", "base_orders_per_day: 200")
+    )
     scenario.write_text(text)
     history = tmp_path / "history"
     assert _riskroute("simulate", "--scenario", str(scenario), "--out", str(history), "--seed", "3").returncode == 0
