@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.calendar import is_peak
+from features.schema import PLAN_COLUMNS
 
 DAY = 86_400
 PRIOR_STRENGTH = 20.0
@@ -142,18 +143,7 @@ NODE_CONGESTION_FEATURES = (
 MODEL_FEATURES = {"carrier_delay": CARRIER_DELAY_FEATURES, "node_congestion": NODE_CONGESTION_FEATURES}
 MODEL_CATEGORICAL = {"carrier_delay": CARRIER_DELAY_CATEGORICAL, "node_congestion": NODE_CONGESTION_CATEGORICAL}
 # Columns a decision row must carry (a shipment being routed, or a candidate option).
-ROW_COLUMNS = (
-    "allocated_at",
-    "node_id",
-    "node_type",
-    "carrier",
-    "service",
-    "origin_region",
-    "dest_region",
-    "distance_km",
-    "ship_by",
-    "promised_delivery",
-)
+ROW_COLUMNS = ("allocated_at", *PLAN_COLUMNS)
 
 
 def epoch_seconds(values: pd.Series | np.ndarray) -> np.ndarray:

@@ -8,69 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 
 from features.history import History
-from features.schema import EXCEPTION_CODES
-
-EVENT_TYPES = ("node_capacity", "disruption_notice", "allocated", "handed_over", "delivered", "exception")
-SHIPMENT_EVENT_TYPES = ("allocated", "handed_over", "delivered", "exception")
-EVENT_COLUMNS = (
-    "event_id",
-    "event_type",
-    "event_time",
-    "shipment_id",
-    "node_id",
-    "node_type",
-    "carrier",
-    "service",
-    "origin_region",
-    "dest_region",
-    "distance_km",
-    "ship_by",
-    "promised_delivery",
-    "exception_code",
-    "capacity",
-    "backlog_start",
-    "region",
-    "severity",
-    "start",
-    "end",
-)
-
-
-def event_schema() -> pa.DataFrameSchema:
-    """The pandera schema of an event frame."""
-    shipment_event = lambda df: ~df["event_type"].isin(SHIPMENT_EVENT_TYPES) | df["shipment_id"].notna()  # noqa: E731
-    return pa.DataFrameSchema(
-        {
-            "event_id": pa.Column(nullable=False, unique=True),
-            "event_type": pa.Column(checks=pa.Check(lambda s: s.isin(EVENT_TYPES), name="unknown code")),
-            "event_time": pa.Column("datetime64[s]", nullable=False),
-            "exception_code": pa.Column(
-                checks=pa.Check(lambda s: s.isin(EXCEPTION_CODES), name="unknown code"), nullable=True
-            ),
-        },
-        checks=[pa.Check(shipment_event, name="shipment event without shipment_id")],
-        strict=False,
-    )
+from features.schema import EVENT_COLUMNS, EVENT_TYPES, PLAN_COLUMNS
 
 
 def events_from_history(*, history: History) -> pd.DataFrame:
     """Every event a history implies, in the order they happened."""
     s = history.shipments
-    shipment_columns = [
-        "shipment_id",
-        "node_id",
-        "node_type",
-        "carrier",
-        "service",
-        "origin_region",
-        "dest_region",
-        "distance_km",
-        "ship_by",
-        "promised_delivery",
-    ]
+    shipment_columns = ("shipment_id", *PLAN_COLUMNS)
     base = s[[c for c in shipment_columns if c in s.columns]]
     parts = [base.assign(event_type="allocated", event_time=s["allocated_at"])]
     handed = s["handed_over_at"].notna()

@@ -11,7 +11,7 @@ import pandas as pd
 from features.errors import HistoryError
 from features.labels import carrier_delay, late_handover
 from features.mapping import ColumnMapping, apply_mapping, load_mapping
-from features.schema import ValidationReport, validate_shipments
+from features.schema import EVENTS, SHIPMENTS, Contract, ValidationReport, validate_frame
 from features.storage import write_atomically
 
 MAX_ROWS_SHOWN = 20
@@ -77,25 +77,43 @@ def load_history(
     else:
         shipments_file = path
     mapping = load_mapping(path=mapping_path) if mapping_path else ColumnMapping()
-    raw = read_table(path=shipments_file)
-    mapped = apply_mapping(frame=raw, mapping=mapping, source=str(shipments_file))
-    coerced, report = validate_shipments(frame=mapped, formats=mapping.effective_formats(), timezone=mapping.timezone)
-    load_report = LoadReport(source=str(shipments_file), rows_read=len(raw))
-    if report.missing_columns or (report.problems and not lenient):
-        raise HistoryError(render_report(source=shipments_file, report=report, frame=coerced))
-    if report.problems:
-        bad = report.bad_rows()
-        load_report.dropped_by_reason = report.counts_by_reason()
-        load_report.quarantine_path = quarantine_path or shipments_file.with_name(
-            shipments_file.stem + ".quarantine.csv"
-        )
-        write_quarantine(frame=raw, report=report, path=load_report.quarantine_path)
-        coerced = coerced.drop(index=bad).reset_index(drop=True)
-    load_report.rows_kept = len(coerced)
+    shipments, report = load_table(
+        path=shipments_file, contract=SHIPMENTS, mapping=mapping, lenient=lenient, quarantine_path=quarantine_path
+    )
     folder = path if path.is_dir() else None
     node_days = _optional_table(folder=folder, stem="node_days", dates=("date",))
     notices = _optional_table(folder=folder, stem="notices", dates=("announced_at", "start", "end"))
-    return History(shipments=coerced, node_days=node_days, notices=notices, source=str(path)), load_report
+    return History(shipments=shipments, node_days=node_days, notices=notices, source=str(path)), report
+
+
+def load_events(
+    *, path: Path, lenient: bool = False, quarantine_path: Path | None = None
+) -> tuple[pd.DataFrame, LoadReport]:
+    """Load and validate an outcome-event file (CSV or Parquet)."""
+    return load_table(
+        path=path, contract=EVENTS, mapping=ColumnMapping(), lenient=lenient, quarantine_path=quarantine_path
+    )
+
+
+def load_table(
+    *, path: Path, contract: Contract, mapping: ColumnMapping, lenient: bool, quarantine_path: Path | None
+) -> tuple[pd.DataFrame, LoadReport]:
+    """Read, map and validate one file; raise one clear error, or quarantine bad rows when lenient."""
+    raw = read_table(path=path)
+    mapped = apply_mapping(frame=raw, mapping=mapping, source=str(path))
+    coerced, report = validate_frame(
+        frame=mapped, contract=contract, formats=mapping.effective_formats(), timezone=mapping.timezone
+    )
+    load_report = LoadReport(source=str(path), rows_read=len(raw))
+    if report.missing_columns or (report.problems and not lenient):
+        raise HistoryError(render_report(source=path, report=report, frame=coerced, contract=contract))
+    if report.problems:
+        load_report.dropped_by_reason = report.counts_by_reason()
+        load_report.quarantine_path = quarantine_path or path.with_name(path.stem + ".quarantine.csv")
+        write_quarantine(frame=raw, report=report, path=load_report.quarantine_path)
+        coerced = coerced.drop(index=report.bad_rows()).reset_index(drop=True)
+    load_report.rows_kept = len(coerced)
+    return coerced, load_report
 
 
 def _optional_table(*, folder: Path | None, stem: str, dates: tuple[str, ...]) -> pd.DataFrame | None:
@@ -129,9 +147,11 @@ def write_quarantine(*, frame: pd.DataFrame, report: ValidationReport, path: Pat
     write_atomically(path=path, writer=lambda target: side.to_csv(target, index=False))
 
 
-def render_report(*, source: Path, report: ValidationReport, frame: pd.DataFrame) -> str:
+def render_report(
+    *, source: Path, report: ValidationReport, frame: pd.DataFrame, contract: Contract = SHIPMENTS
+) -> str:
     """One readable error: the file, the missing columns, up to 20 bad rows and the counts by reason."""
-    lines = [f"{source}: history does not match the shipment schema"]
+    lines = [f"{source}: does not match the {contract.name} schema"]
     if report.missing_columns:
         lines.append(f"  missing required column(s): {', '.join(report.missing_columns)}")
     if report.problems:
@@ -143,9 +163,10 @@ def render_report(*, source: Path, report: ValidationReport, frame: pd.DataFrame
         by_row: dict[int, list[str]] = {}
         for problem in report.problems:
             by_row.setdefault(problem.row, []).append(f"{problem.column}: {problem.reason}")
-        ids = frame["shipment_id"] if "shipment_id" in frame.columns else None
+        id_column = contract.id_column
+        ids = frame[id_column] if id_column in frame.columns else None
         for row in bad[:MAX_ROWS_SHOWN]:
-            label = f" (shipment_id {ids.iat[row]})" if ids is not None and pd.notna(ids.iat[row]) else ""
+            label = f" ({id_column} {ids.iat[row]})" if ids is not None and pd.notna(ids.iat[row]) else ""
             lines.append(f"    {row_word} {row + offset}{label}: {'; '.join(by_row[int(row)])}")
         counts = ", ".join(f"{kind}: {n}" for kind, n in report.counts_by_reason().items())
         lines.append(f"  bad rows by reason: {counts}")

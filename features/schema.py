@@ -6,6 +6,7 @@ user sees one report naming the file, the missing columns and the bad rows.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,15 +52,22 @@ DATETIME_COLUMNS = (
     "exception_at",
 )
 NUMBER_COLUMNS = ("distance_km", "cost")
-TEXT_COLUMNS = (
-    "shipment_id",
-    "order_id",
+# What a shipment's plan says, all known when it is routed: the inputs of a decision row.
+PLAN_COLUMNS = (
     "node_id",
     "node_type",
     "carrier",
     "service",
     "origin_region",
     "dest_region",
+    "distance_km",
+    "ship_by",
+    "promised_delivery",
+)
+TEXT_COLUMNS = (
+    "shipment_id",
+    "order_id",
+    *(c for c in PLAN_COLUMNS if c not in DATETIME_COLUMNS + NUMBER_COLUMNS),
     "exception_codes",
 )
 KNOWN_CODES = {"node_type": NODE_TYPES, "service": SERVICES, "exception_codes": EXCEPTION_CODES}
@@ -119,6 +127,11 @@ def _exception_codes_known(codes: pd.Series) -> pd.Series:
     return verdict
 
 
+def _first_of_its_value(column: str) -> pa.Check:
+    """A check that flags every repeat of a value after its first row."""
+    return pa.Check(lambda s: ~s.duplicated(keep="first"), name=f"duplicated {column}")
+
+
 def _known(codes: tuple[str, ...]) -> pa.Check:
     """A check that every value is one of the known codes."""
     return pa.Check(lambda s: s.isin(codes), name="unknown code")
@@ -129,9 +142,7 @@ def shipment_schema() -> pa.DataFrameSchema:
     text = dict(nullable=False)
     return pa.DataFrameSchema(
         {
-            "shipment_id": pa.Column(
-                checks=pa.Check(lambda s: ~s.duplicated(keep="first"), name="duplicated shipment_id"), **text
-            ),
+            "shipment_id": pa.Column(checks=_first_of_its_value("shipment_id"), **text),
             "order_id": pa.Column(**text),
             "order_time": pa.Column(**text),
             "allocated_at": pa.Column(**text),
@@ -159,15 +170,32 @@ def shipment_schema() -> pa.DataFrameSchema:
     )
 
 
+@dataclass(frozen=True)
+class Contract:
+    """What one kind of frame must look like: its columns by type, and its pandera schema."""
+
+    name: str
+    id_column: str
+    required: tuple[str, ...]
+    datetimes: tuple[str, ...]
+    numbers: tuple[str, ...]
+    texts: tuple[str, ...]
+    schema: Callable[[], pa.DataFrameSchema]
+
+
 def coerce_types(
-    *, frame: pd.DataFrame, formats: dict[str, str] | None = None, timezone: str | None = None
+    *,
+    frame: pd.DataFrame,
+    contract: Contract,
+    formats: dict[str, str] | None = None,
+    timezone: str | None = None,
 ) -> tuple[pd.DataFrame, list[RowProblem]]:
     """Parse dates (to naive UTC) and numbers; every value that does not parse becomes a 'wrong type' problem."""
     formats = formats or {}
     out = frame.copy()
     problems: list[RowProblem] = []
     positions = np.arange(len(frame))
-    for column in DATETIME_COLUMNS:
+    for column in contract.datetimes:
         if column not in out.columns:
             continue
         raw = out[column]
@@ -189,7 +217,7 @@ def coerce_types(
                 for i, value in zip(positions[bad.to_numpy()], text[bad])
             ]
         out[column] = parsed.astype("datetime64[s]")
-    for column in NUMBER_COLUMNS:
+    for column in contract.numbers:
         if column not in out.columns:
             continue
         raw = out[column]
@@ -200,21 +228,21 @@ def coerce_types(
             for i, value in zip(positions[bad.to_numpy()], raw[bad])
         ]
         out[column] = parsed.astype("float64")
-    for column in TEXT_COLUMNS:
+    for column in contract.texts:
         if column in out.columns:
             values = out[column].astype("str").str.strip().where(out[column].notna(), None)
             out[column] = values.where(values != "", None).astype("str")
     return out, problems
 
 
-def validate_shipments(
-    *, frame: pd.DataFrame, formats: dict[str, str] | None = None, timezone: str | None = None
+def validate_frame(
+    *, frame: pd.DataFrame, contract: Contract, formats: dict[str, str] | None = None, timezone: str | None = None
 ) -> tuple[pd.DataFrame, ValidationReport]:
-    """Coerce and validate a shipment-history frame; returns the coerced frame and the report."""
+    """Coerce and validate a frame against a contract; returns the coerced frame and the report."""
     frame = frame.reset_index(drop=True)
-    missing = tuple(c for c in REQUIRED_COLUMNS if c not in frame.columns)
-    coerced, problems = coerce_types(frame=frame, formats=formats, timezone=timezone)
-    schema = shipment_schema()
+    missing = tuple(c for c in contract.required if c not in frame.columns)
+    coerced, problems = coerce_types(frame=frame, contract=contract, formats=formats, timezone=timezone)
+    schema = contract.schema()
     if missing:
         schema = schema.remove_columns([c for c in missing if c in schema.columns])
     try:
@@ -241,10 +269,14 @@ def _problems_from(*, failures: pd.DataFrame, frame: pd.DataFrame) -> list[RowPr
         value = record.failure_case
         if check == "not_nullable":
             reason = "missing required value"
+        elif " is required for " in check:
+            # Frame-level checks are reported for every other column; name the one they are about.
+            column = check.split(" ", 1)[0]
+            reason = f"missing required value: {check}"
         elif check == "unknown code":
             reason = f"unknown code: {value!r} (known: {', '.join(KNOWN_CODES.get(column, ()))})"
-        elif check == "duplicated shipment_id":
-            reason = f"duplicated shipment_id: {value!r}"
+        elif check.startswith("duplicated "):
+            reason = f"{check}: {value!r}"
         elif check == "negative value":
             reason = f"negative value: {value!r}"
         elif record.schema_context == "DataFrameSchema":
@@ -257,3 +289,105 @@ def _problems_from(*, failures: pd.DataFrame, frame: pd.DataFrame) -> list[RowPr
             reason = f"{check}: {value!r}"
         problems.append(RowProblem(row, column, reason))
     return problems
+
+
+SHIPMENTS = Contract(
+    name="shipment",
+    id_column="shipment_id",
+    required=REQUIRED_COLUMNS,
+    datetimes=DATETIME_COLUMNS,
+    numbers=NUMBER_COLUMNS,
+    texts=TEXT_COLUMNS,
+    schema=shipment_schema,
+)
+
+
+def validate_shipments(
+    *, frame: pd.DataFrame, formats: dict[str, str] | None = None, timezone: str | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
+    """Coerce and validate a shipment-history frame; returns the coerced frame and the report."""
+    return validate_frame(frame=frame, contract=SHIPMENTS, formats=formats, timezone=timezone)
+
+
+EVENT_TYPES = ("node_capacity", "disruption_notice", "allocated", "handed_over", "delivered", "exception")
+SHIPMENT_EVENT_TYPES = ("allocated", "handed_over", "delivered", "exception")
+EVENT_COLUMNS = (
+    "event_id",
+    "event_type",
+    "event_time",
+    "shipment_id",
+    *PLAN_COLUMNS,
+    "exception_code",
+    "capacity",
+    "backlog_start",
+    "region",
+    "severity",
+    "start",
+    "end",
+)
+KNOWN_CODES["event_type"] = EVENT_TYPES
+KNOWN_CODES["exception_code"] = EXCEPTION_CODES
+
+
+def _needs(column: str, *, event_types: tuple[str, ...]) -> pa.Check:
+    """A check that the column is present on events of the given types."""
+    return pa.Check(
+        lambda df: (
+            ~df["event_type"].isin(event_types)
+            | (df[column].notna() if column in df.columns else pd.Series(False, index=df.index))
+        ),
+        name=f"{column} is required for {'/'.join(event_types)} events",
+    )
+
+
+def event_schema() -> pa.DataFrameSchema:
+    """The pandera schema of a coerced outcome-event frame."""
+    return pa.DataFrameSchema(
+        {
+            "event_id": pa.Column(checks=_first_of_its_value("event_id"), nullable=False),
+            "event_type": pa.Column(checks=_known(EVENT_TYPES), nullable=False),
+            "event_time": pa.Column(nullable=False),
+            "exception_code": pa.Column(checks=_known(EXCEPTION_CODES), nullable=True, required=False),
+            "capacity": pa.Column(checks=pa.Check.ge(0, name="negative value"), nullable=True, required=False),
+        },
+        checks=[
+            _needs("shipment_id", event_types=SHIPMENT_EVENT_TYPES),
+            _needs("exception_code", event_types=("exception",)),
+            _needs("node_id", event_types=("allocated", "node_capacity")),
+            _needs("carrier", event_types=("allocated",)),
+            _needs("promised_delivery", event_types=("allocated",)),
+            _needs("capacity", event_types=("node_capacity",)),
+            _needs("region", event_types=("disruption_notice",)),
+            _needs("start", event_types=("disruption_notice",)),
+            _needs("end", event_types=("disruption_notice",)),
+        ],
+        strict=False,
+    )
+
+
+EVENTS = Contract(
+    name="event",
+    id_column="event_id",
+    required=("event_id", "event_type", "event_time"),
+    datetimes=("event_time", "ship_by", "promised_delivery", "start", "end"),
+    numbers=("distance_km", "capacity", "backlog_start", "severity"),
+    texts=(
+        "event_id",
+        "event_type",
+        "shipment_id",
+        "node_id",
+        "node_type",
+        "carrier",
+        "service",
+        "origin_region",
+        "dest_region",
+        "exception_code",
+        "region",
+    ),
+    schema=event_schema,
+)
+
+
+def validate_events(*, frame: pd.DataFrame) -> tuple[pd.DataFrame, ValidationReport]:
+    """Coerce and validate an outcome-event frame; returns the coerced frame and the report."""
+    return validate_frame(frame=frame, contract=EVENTS)

@@ -38,6 +38,13 @@ class Source(str, Enum):
     olist = "olist"
 
 
+class Kind(str, Enum):
+    """Which contract a file is checked against."""
+
+    shipments = "shipments"
+    events = "events"
+
+
 def _progress() -> Progress:
     """A progress bar for long steps."""
     return Progress(
@@ -120,10 +127,44 @@ def history_validate(
     mapping: Annotated[Path | None, typer.Option(help="YAML column mapping for your own export")] = None,
     lenient: Annotated[bool, typer.Option(help="quarantine bad rows to a side file instead of failing")] = False,
     quarantine: Annotated[Path | None, typer.Option(help="where --lenient writes bad rows")] = None,
+    kind: Annotated[Kind, typer.Option(help="shipments (the history schema) or events (the event schema)")] = (
+        Kind.shipments
+    ),
 ) -> None:
     """Check a history file against the schema; one clear error listing bad rows, or a summary."""
+    if kind is Kind.events:
+        from features.history import load_events
+
+        if path is None:
+            raise FeaturesError("give the events file PATH")
+        events, report = load_events(path=path, lenient=lenient, quarantine_path=quarantine)
+        console.print(f"{report.source}: {report.rows_read:,} events read, {report.rows_kept:,} kept")
+        for reason, count in report.dropped_by_reason.items():
+            console.print(f"  dropped {count:,}: {reason}")
+        console.print(events["event_type"].value_counts().to_string())
+        return
     history = _load(path=path or data, source=source, mapping=mapping, lenient=lenient, quarantine=quarantine)
     _summary(history=history)
+
+
+@history_app.command("events")
+def history_events(
+    path: Annotated[Path, typer.Argument(help="shipments file or history folder")],
+    out: Annotated[Path, typer.Option(help="where to write the events (.parquet or .csv)")],
+) -> None:
+    """Unfold a history into the outcome events it implies, in time order (to replay into the service)."""
+    from features.events import events_from_history
+    from features.storage import write_atomically
+
+    if out.suffix not in (".parquet", ".csv"):
+        raise FeaturesError(f"{out}: write events to a .parquet or .csv file")
+    history = _load(path=path, source=Source.file, mapping=None, lenient=False, quarantine=None)
+    events = events_from_history(history=history)
+    if out.suffix == ".parquet":
+        write_atomically(path=out, writer=lambda target: events.to_parquet(target, index=False))
+    else:
+        write_atomically(path=out, writer=lambda target: events.to_csv(target, index=False))
+    console.print(f"{len(events):,} events -> {out}")
 
 
 @history_app.command("summary")

@@ -2,20 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from features.schema import EXCEPTION_CODES, NODE_TYPES, SERVICES, TIERS
-from features.twin.network import REGIONS
+from features.twin.network import REGIONS, Network
 from features.twin.policy import SECONDS_PER_DAY
-
-if TYPE_CHECKING:
-    from features.twin.simulate import SimulationResult, _Run
+from features.twin.scenario import Scenario
 
 # Exception codes as the twin numbers them: 0 is none.
 TWIN_EXCEPTION_CODES = ("", *EXCEPTION_CODES)
+
+
+@dataclass
+class SimulationResult:
+    """Everything a twin run produces, as frames ready to write."""
+
+    shipments: pd.DataFrame
+    truth: pd.DataFrame
+    orders: pd.DataFrame
+    order_lines: pd.DataFrame
+    candidates: pd.DataFrame
+    node_waves: pd.DataFrame
+    node_days: pd.DataFrame
+    notices: pd.DataFrame
+    disruptions: pd.DataFrame
+    network: Network
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunBuffers:
+    """Per-day arrays a run collects until it ends."""
+
+    shipments: list[dict] = field(default_factory=list)
+    orders: list[dict] = field(default_factory=list)
+    lines: list[dict] = field(default_factory=list)
+    candidates: list[dict] = field(default_factory=list)
+    node_waves: list[dict] = field(default_factory=list)
+    node_days: list[dict] = field(default_factory=list)
 
 
 def _timestamps(*, seconds: np.ndarray, missing: np.ndarray | None = None) -> pd.Series:
@@ -41,10 +68,17 @@ def _gather(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def assemble(*, run: _Run) -> SimulationResult:
-    """Turn the run's buffers into the history frames."""
-    net = run.network
-    s = _gather(run.buffers.shipments)
+def assemble(
+    *,
+    buffers: RunBuffers,
+    network: Network,
+    scenario: Scenario,
+    disruption_list: list[dict],
+    unfilled_lines: int,
+) -> SimulationResult:
+    """Turn a run's buffers into the history frames."""
+    net = network
+    s = _gather(buffers.shipments)
     shipment_id = _ids(prefix="S", seq=s["seq"], width=9)
     exception_names = np.asarray(TWIN_EXCEPTION_CODES, dtype=object)[s["exception"]]
     shipments = pd.DataFrame(
@@ -87,7 +121,7 @@ def assemble(*, run: _Run) -> SimulationResult:
             )
         }
     )
-    o = _gather(run.buffers.orders)
+    o = _gather(buffers.orders)
     orders = pd.DataFrame(
         {
             "order_id": _ids(prefix="O", seq=o["seq"], width=8),
@@ -102,7 +136,7 @@ def assemble(*, run: _Run) -> SimulationResult:
     )
     order_ids = orders["order_id"].to_numpy(dtype=object)
     first_seq = int(o["seq"][0]) if len(o) else 0
-    ln = _gather(run.buffers.lines)
+    ln = _gather(buffers.lines)
     sku_names = np.array([f"K{i:05d}" for i in range(len(net.sku_popularity))], dtype=object)
     order_lines = pd.DataFrame(
         {
@@ -113,7 +147,7 @@ def assemble(*, run: _Run) -> SimulationResult:
             "hazmat": net.sku_hazmat[ln["sku"]],
         }
     )
-    c = _gather(run.buffers.candidates)
+    c = _gather(buffers.candidates)
     candidates = pd.DataFrame(
         {
             "order_id": pd.Categorical.from_codes(c["order_seq"] - first_seq, categories=order_ids),
@@ -124,8 +158,8 @@ def assemble(*, run: _Run) -> SimulationResult:
             "distance_km": c["distance_km"].round(1),
         }
     )
-    start = np.datetime64(run.scenario.start_date, "D")
-    w = _gather(run.buffers.node_waves)
+    start = np.datetime64(scenario.start_date, "D")
+    w = _gather(buffers.node_waves)
     node_waves = pd.DataFrame(
         {
             "date": pd.Series((start + w["day"]).astype("datetime64[s]"), dtype="datetime64[s]"),
@@ -137,7 +171,7 @@ def assemble(*, run: _Run) -> SimulationResult:
             "expected_load": w["expected_load"].round(1),
         }
     )
-    d = _gather(run.buffers.node_days)
+    d = _gather(buffers.node_days)
     node_days = pd.DataFrame(
         {
             "date": pd.Series((start + d["day"]).astype("datetime64[s]"), dtype="datetime64[s]"),
@@ -160,7 +194,7 @@ def assemble(*, run: _Run) -> SimulationResult:
                 "announced": item["announced"],
                 "known_at": (start + item["known_day"]).astype("datetime64[s]"),
             }
-            for item in run.disruptions
+            for item in disruption_list
             for region in item["regions"]
         ],
         columns=["kind", "carrier", "region", "start", "end", "severity", "announced", "known_at"],
@@ -181,11 +215,9 @@ def assemble(*, run: _Run) -> SimulationResult:
     stats = {
         "orders": int(len(orders)),
         "shipments": int(len(shipments)),
-        "unfilled_lines": int(run.unfilled_lines),
-        "disruptions": int(len(run.disruptions)),
+        "unfilled_lines": int(unfilled_lines),
+        "disruptions": int(len(disruption_list)),
     }
-    from features.twin.simulate import SimulationResult
-
     return SimulationResult(
         shipments=shipments,
         truth=truth,

@@ -10,13 +10,13 @@ time (`p_decision_*`), which only evaluation may read.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import numpy as np
-import pandas as pd
 
 from features.calendar import is_peak
 from features.errors import PolicyError
+from features.twin.frames import RunBuffers, SimulationResult, assemble
 from features.twin.network import REGIONS, Network, build_network
 from features.twin.policy import SECONDS_PER_DAY, Allocation, DecisionBatch, RoutingPolicy, baseline_policy
 from features.twin.scenario import SERVICES, TIERS, Scenario
@@ -81,35 +81,6 @@ CARRIER_DAY_NOISE = 0.2
 CARRIER_WEEKDAY = np.array([0.05, 0.0, 0.0, 0.05, 0.10, 0.15, 0.0])
 
 
-@dataclass
-class SimulationResult:
-    """Everything a twin run produces, as frames ready to write."""
-
-    shipments: pd.DataFrame
-    truth: pd.DataFrame
-    orders: pd.DataFrame
-    order_lines: pd.DataFrame
-    candidates: pd.DataFrame
-    node_waves: pd.DataFrame
-    node_days: pd.DataFrame
-    notices: pd.DataFrame
-    disruptions: pd.DataFrame
-    network: Network
-    stats: dict = field(default_factory=dict)
-
-
-@dataclass
-class _Buffers:
-    """Per-day arrays collected until the end of the run."""
-
-    shipments: list[dict] = field(default_factory=list)
-    orders: list[dict] = field(default_factory=list)
-    lines: list[dict] = field(default_factory=list)
-    candidates: list[dict] = field(default_factory=list)
-    node_waves: list[dict] = field(default_factory=list)
-    node_days: list[dict] = field(default_factory=list)
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function."""
     return 1.0 / (1.0 + np.exp(-x))
@@ -163,7 +134,7 @@ class _Run:
         self.network = network
         self.policy = policy
         self.rng = rng
-        self.buffers = _Buffers()
+        self.buffers = RunBuffers()
         self.start_day = int(np.datetime64(scenario.start_date, "D").astype(np.int64))
         n_nodes, n_carriers = network.n_nodes, len(network.carrier_names)
         self.system_stock = network.target_stock.copy()
@@ -772,9 +743,13 @@ class _Run:
     # ----- results -------------------------------------------------------------------------
     def result(self) -> SimulationResult:
         """Assemble the collected arrays into frames."""
-        from features.twin.frames import assemble
-
-        return assemble(run=self)
+        return assemble(
+            buffers=self.buffers,
+            network=self.network,
+            scenario=self.scenario,
+            disruption_list=self.disruptions,
+            unfilled_lines=self.unfilled_lines,
+        )
 
 
 def _handover_load_logit(*, util: np.ndarray, backlog: np.ndarray) -> np.ndarray:

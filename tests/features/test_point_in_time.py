@@ -10,10 +10,11 @@ from hypothesis import strategies as st
 
 import features.offline as offline
 from features.definitions import MODEL_FEATURES
-from features.events import event_schema, events_from_history
+from features.events import events_from_history
 from features.history import History
 from features.offline import build_features, build_features_chunked, features_for_rows, prepare, read_features
 from features.online import OnlineFeatureState
+from features.schema import validate_events
 from features.twin.simulate import simulate
 from tests.conftest import small_scenario
 
@@ -106,7 +107,8 @@ def test_offline_and_online_agree_after_replaying_the_same_events(tiny_history):
     shipments = tiny_history.shipments
     offline_features = _features(tiny_history, shipments)
     events = events_from_history(history=tiny_history)
-    event_schema().validate(events)
+    _, report = validate_events(frame=events)
+    assert report.ok, report.problems[:5]
     state = OnlineFeatureState()
     event_times = events["event_time"].to_numpy(dtype="datetime64[s]")
     records = events.to_dict("records")

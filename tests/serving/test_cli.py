@@ -77,3 +77,30 @@ def test_simulate_and_build_features_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "carrier_delay:" in result.stdout
     assert list((tmp_path / "f" / "node_congestion").glob("part-*.parquet"))
+
+
+def test_events_export_round_trips_through_the_event_schema(tmp_path, small_history_dir):
+    out = tmp_path / "events.parquet"
+    exported = _riskroute("history", "events", str(small_history_dir), "--out", str(out))
+    assert exported.returncode == 0, exported.stderr
+    checked = _riskroute("history", "validate", str(out), "--kind", "events")
+    assert checked.returncode == 0, checked.stderr
+    assert "allocated" in checked.stdout and "node_capacity" in checked.stdout
+
+
+def test_bad_events_are_listed_with_their_reasons(tmp_path, small_history_dir):
+    out = tmp_path / "events.csv"
+    assert _riskroute("history", "events", str(small_history_dir), "--out", str(out)).returncode == 0
+    events = pd.read_csv(out, dtype=str)
+    allocated = events.index[events["event_type"] == "allocated"]
+    events.loc[allocated[0], "shipment_id"] = None
+    events.loc[allocated[1], "event_type"] = "teleported"
+    events.loc[allocated[2], "event_id"] = events.loc[allocated[3], "event_id"]
+    events.to_csv(out, index=False)
+    result = _riskroute("history", "validate", str(out), "--kind", "events")
+    assert result.returncode == 2
+    assert "does not match the event schema" in result.stderr
+    assert "shipment_id is required for allocated" in result.stderr
+    assert "unknown code: 'teleported'" in result.stderr
+    assert "duplicated event_id" in result.stderr
+    assert "Traceback" not in result.stderr
