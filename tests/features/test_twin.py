@@ -151,3 +151,26 @@ def test_unknown_scenario_and_bad_yaml_are_clear_errors(tmp_path):
     bad.write_text("name: x\nstart_date: 2026-01-01\ndays: -3\n")
     with pytest.raises(ScenarioError, match="days"):
         load_scenario(source=str(bad))
+
+
+def test_default_network_reproduces_the_shape_of_real_delivery_history():
+    """Lateness rises with load, late handovers propagate, delays are long-tailed, the peak hurts."""
+    from datetime import date
+
+    from features.history import stylized_facts
+
+    scenario = small_scenario(days=60, orders_per_day=1500, start_date=date(2026, 10, 15))
+    run = simulate(scenario=scenario)
+    shipments = run.shipments
+    facts = stylized_facts(shipments=shipments, min_week_shipments=100)
+    assert 0.03 < facts["carrier_delay_rate"] < 0.2
+    assert 0.02 < facts["late_handover_rate"] < 0.2
+    assert facts["late_given_late_handover"] > 2 * facts["late_given_on_time_handover"]
+    assert facts["days_late_p90"] >= 2 * facts["days_late_median"]
+    assert facts["peak_week_late"] > 1.5 * facts["weekly_late_median"]
+    # Late handover rises with the node's load that day.
+    days = run.node_days.assign(load=lambda d: (d["assigned"] + d["backlog_start"]) / d["capacity"])
+    merged = shipments.assign(date=shipments["allocated_at"].dt.floor("D")).merge(days, on=["date", "node_id"])
+    merged["late"] = late_handover(shipments=merged)
+    by_load = merged.groupby(pd.cut(merged["load"], [0, 0.6, 0.9, 1.2, 10]), observed=True)["late"].mean()
+    assert by_load.is_monotonic_increasing, by_load
