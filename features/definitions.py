@@ -20,7 +20,7 @@ from features.schema import PLAN_COLUMNS
 DAY = 86_400
 PRIOR_STRENGTH = 20.0
 
-Stream = Literal["delivery", "handover", "allocation", "handed", "carrier_exception"]
+Stream = Literal["delivery", "handover", "allocation", "handed", "carrier_exception", "transit"]
 # The attributes each stream entry carries (the keys an aggregate may group by).
 STREAM_KEYS: dict[str, tuple[str, ...]] = {
     "delivery": ("carrier", "origin_region", "dest_region"),
@@ -28,6 +28,8 @@ STREAM_KEYS: dict[str, tuple[str, ...]] = {
     "allocation": ("node_id", "carrier"),
     "handed": ("carrier",),
     "carrier_exception": ("carrier",),
+    # Calendar days from handover to an on-time delivery: how long the lane takes when it works.
+    "transit": ("carrier", "service", "origin_region", "dest_region"),
 }
 
 
@@ -79,9 +81,13 @@ AGGREGATES: tuple[Aggregate, ...] = (
     Aggregate("delivery_carrier_28d", "delivery", ("carrier",), Rolling(28 * DAY)),
     Aggregate("delivery_lane_7d", "delivery", ("carrier", "origin_region", "dest_region"), Rolling(7 * DAY)),
     Aggregate("delivery_lane_28d", "delivery", ("carrier", "origin_region", "dest_region"), Rolling(28 * DAY)),
+    Aggregate("delivery_region_1d", "delivery", ("carrier", "dest_region"), Rolling(DAY)),
     Aggregate("delivery_region_3d", "delivery", ("carrier", "dest_region"), Rolling(3 * DAY)),
+    Aggregate("delivery_dest_2d", "delivery", ("dest_region",), Rolling(2 * DAY)),
+    Aggregate("delivery_dest_7d", "delivery", ("dest_region",), Rolling(7 * DAY)),
     Aggregate("delivery_region_7d", "delivery", ("carrier", "dest_region"), Rolling(7 * DAY)),
     Aggregate("delivery_region_28d", "delivery", ("carrier", "dest_region"), Rolling(28 * DAY)),
+    Aggregate("transit_lane_28d", "transit", ("carrier", "service", "origin_region", "dest_region"), Rolling(28 * DAY)),
     Aggregate("handed_carrier_7d", "handed", ("carrier",), Rolling(7 * DAY)),
     Aggregate("exception_carrier_7d", "carrier_exception", ("carrier",), Rolling(7 * DAY)),
     Aggregate("allocated_carrier_1d", "allocation", ("carrier",), Rolling(DAY)),
@@ -102,6 +108,8 @@ CARRIER_DELAY_FEATURES = (
     "distance_km",
     "promised_days",
     "carrier_days",
+    "lane_transit_days",
+    "slack_days",
     "weekday",
     "hour",
     "is_peak",
@@ -110,8 +118,11 @@ CARRIER_DELAY_FEATURES = (
     "lane_late_rate_28d",
     "lane_outcomes_7d",
     "lane_outcomes_28d",
+    "region_late_rate_1d",
     "region_late_rate_3d",
     "region_late_rate_7d",
+    "dest_late_rate_2d",
+    "dest_late_rate_7d",
     "region_late_rate_28d",
     "region_outcomes_7d",
     "carrier_exception_rate_7d",
@@ -119,6 +130,14 @@ CARRIER_DELAY_FEATURES = (
     "carrier_volume_ratio",
     "disruptions_known",
     "disruption_severity",
+    # A late handover makes a late delivery likelier, so the node's state matters to the carrier model too.
+    "hours_to_ship_by",
+    "node_late_rate_1d",
+    "node_late_rate_7d",
+    "capacity_today",
+    "backlog_ratio",
+    "utilisation_so_far",
+    "utilisation_yesterday",
 )
 NODE_CONGESTION_CATEGORICAL = ("node_id", "node_type")
 NODE_CONGESTION_FEATURES = (
@@ -217,10 +236,16 @@ def derive_features(
     f["lane_late_rate_28d"] = rate("delivery_lane_28d", "delivery_all_28d")
     f["lane_outcomes_7d"] = aggregates["delivery_lane_7d"][0].astype(np.float64)
     f["lane_outcomes_28d"] = aggregates["delivery_lane_28d"][0].astype(np.float64)
+    f["region_late_rate_1d"] = rate("delivery_region_1d", "delivery_all_28d")
     f["region_late_rate_3d"] = rate("delivery_region_3d", "delivery_all_28d")
+    f["dest_late_rate_2d"] = rate("delivery_dest_2d", "delivery_all_28d")
+    f["dest_late_rate_7d"] = rate("delivery_dest_7d", "delivery_all_28d")
     f["region_late_rate_7d"] = rate("delivery_region_7d", "delivery_all_28d")
     f["region_late_rate_28d"] = rate("delivery_region_28d", "delivery_all_28d")
     f["region_outcomes_7d"] = aggregates["delivery_region_7d"][0].astype(np.float64)
+    transit_count, transit_total = aggregates["transit_lane_28d"]
+    f["lane_transit_days"] = _ratio(transit_total, transit_count)
+    f["slack_days"] = f["carrier_days"] - f["lane_transit_days"]
     f["carrier_exception_rate_7d"] = _ratio(aggregates["exception_carrier_7d"][0], aggregates["handed_carrier_7d"][0])
     f["carrier_volume_1d"] = aggregates["allocated_carrier_1d"][0].astype(np.float64)
     f["carrier_volume_ratio"] = _ratio(f["carrier_volume_1d"] * 28.0, aggregates["allocated_carrier_28d"][0])

@@ -54,7 +54,12 @@ def build_streams(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
     as_of = history_as_of(shipments=shipments) if as_of is None else as_of
 
     def attrs(stream: str, mask: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: shipments[k].to_numpy(dtype=object)[mask] for k in STREAM_KEYS[stream] if k in shipments.columns}
+        # A key column the history lacks reads as missing, which matches nothing.
+        missing = np.full(len(shipments), None, dtype=object)
+        return {
+            k: (shipments[k].to_numpy(dtype=object) if k in shipments.columns else missing)[mask]
+            for k in STREAM_KEYS[stream]
+        }
 
     def entries(stream: str, known: np.ndarray, value: np.ndarray) -> StreamEntries:
         mask = ~np.isnat(known)
@@ -71,6 +76,9 @@ def build_streams(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
     )
     carrier_flag = carrier_exception(shipments=shipments)
     ones = np.ones(len(shipments))
+    delivered = shipments["delivered_at"].to_numpy(dtype="datetime64[s]")
+    transit_days = (delivered.astype("datetime64[D]") - handed.astype("datetime64[D]")).astype(np.float64)
+    on_time = delivery_label == 0.0
     return {
         "delivery": entries("delivery", delivery_known, delivery_label),
         "handover": entries("handover", handover_known, handover_label),
@@ -79,6 +87,7 @@ def build_streams(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
         "carrier_exception": entries(
             "carrier_exception", np.where(carrier_flag, exception_at, np.datetime64("NaT", "s")), ones
         ),
+        "transit": entries("transit", np.where(on_time, delivered, np.datetime64("NaT", "s")), transit_days),
     }
 
 
@@ -157,7 +166,7 @@ def features_for_rows(
     """Every feature for each decision row, from stream entries known strictly before its time."""
     t = epoch_seconds(rows["allocated_at"].to_numpy(dtype="datetime64[s]"))
     static = static_features(rows=rows)
-    key_columns = {k: static[k] for k in ("carrier", "origin_region", "dest_region", "node_type", "node_id")}
+    key_columns = {k: static[k] for k in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id")}
     aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     indexes: dict[tuple[str, tuple[str, ...]], _KeyedIndex] = {}
     for aggregate in AGGREGATES:

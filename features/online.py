@@ -127,7 +127,9 @@ class OnlineFeatureState:
             self.ingest(event)
 
     def _allocated(self, event: Mapping[str, object], time: int) -> None:
-        attrs = {k: event.get(k) for k in ("node_id", "node_type", "carrier", "origin_region", "dest_region")}
+        attrs = {
+            k: event.get(k) for k in ("node_id", "node_type", "carrier", "service", "origin_region", "dest_region")
+        }
         ship_by = _seconds(event.get("ship_by"))
         promised = pd.Timestamp(event["promised_delivery"]).normalize() + pd.Timedelta(days=1)
         pending = _Pending(attrs=attrs, ship_by=ship_by, promised_end=_seconds(promised))
@@ -157,6 +159,9 @@ class OnlineFeatureState:
         late = time >= pending.promised_end
         known = max(pending.handed_at, pending.promised_end) if late else time
         self._add("delivery", time=known, value=float(late), attrs=pending.attrs)
+        if not late:
+            transit_days = float(time // DAY - pending.handed_at // DAY)
+            self._add("transit", time=time, value=transit_days, attrs=pending.attrs)
 
     def _exception(self, event: Mapping[str, object], time: int) -> None:
         pending = self._pending.get(str(event["shipment_id"]))
