@@ -24,10 +24,12 @@ app = typer.Typer(
 )
 history_app = typer.Typer(help="Validate and summarise delivery history.", no_args_is_help=True)
 features_app = typer.Typer(help="Build point-in-time features from history.", no_args_is_help=True)
+models_app = typer.Typer(help="Compare and inspect registered risk models.", no_args_is_help=True)
 app.add_typer(history_app, name="history")
 app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
 
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, soft_wrap=True)
 
 
@@ -36,6 +38,29 @@ class Source(str, Enum):
 
     file = "file"
     olist = "olist"
+
+
+class TrainSource(str, Enum):
+    """Where training history comes from."""
+
+    twin = "twin"
+    file = "file"
+    olist = "olist"
+
+
+class ModelChoice(str, Enum):
+    """Which risk model(s) to train."""
+
+    carrier_delay = "carrier_delay"
+    node_congestion = "node_congestion"
+    all = "all"
+
+
+class Engine(str, Enum):
+    """Where the booster is fitted."""
+
+    local = "local"
+    dask = "dask"
 
 
 class Kind(str, Enum):
@@ -240,10 +265,193 @@ def run(
     _summary(history=history)
 
 
+@app.command()
+def train(
+    model: Annotated[ModelChoice, typer.Option(help="which model to train")] = ModelChoice.all,
+    source: Annotated[TrainSource, typer.Option(help="twin (simulated), file (your history) or olist")] = (
+        TrainSource.twin
+    ),
+    history: Annotated[
+        Path | None, typer.Option(help="history folder or shipments file (twin: simulated if absent)")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="the Olist folder, with --source olist")] = None,
+    mapping: Annotated[Path | None, typer.Option(help="YAML column mapping, with --source file")] = None,
+    valid_start: Annotated[str | None, typer.Option(help="first day of the validation window (YYYY-MM-DD)")] = None,
+    test_start: Annotated[str | None, typer.Option(help="first day of the test window")] = None,
+    test_end: Annotated[str | None, typer.Option(help="day after the test window")] = None,
+    calibration: Annotated[str, typer.Option(help="isotonic or platt")] = "isotonic",
+    engine: Annotated[Engine, typer.Option(help="local, or dask (LightGBM's Dask estimator)")] = Engine.local,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address, or 'local' for a local cluster")
+    ] = None,
+    features_dir: Annotated[Path | None, typer.Option(help="Parquet feature partitions (dask engine)")] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI (default MLFLOW_TRACKING_URI or the embedded store)")
+    ] = None,
+    json_line: Annotated[bool, typer.Option("--json", help="print the metrics as one JSON line at the end")] = False,
+) -> None:
+    """Train the risk models on point-in-time features with a time split; log and register them in MLflow."""
+    from training.runner import TrainRequest, run_training
+
+    if calibration not in ("isotonic", "platt"):
+        raise FeaturesError(f"--calibration must be isotonic or platt, not {calibration!r}")
+    if engine is Engine.dask and not scheduler:
+        raise FeaturesError("--engine dask needs --scheduler ADDRESS (or 'local' for a local cluster)")
+    settings = get_settings()
+    loaded = None
+    truth_folder = None
+    if engine is Engine.dask and source is TrainSource.twin:
+        truth_folder = history or settings.history_dir
+    if engine is Engine.local:
+        if source is TrainSource.twin:
+            folder = history or settings.history_dir
+            _ensure_twin(folder=folder, settings=settings)
+            loaded, truth_folder = (
+                _load(path=folder, source=Source.file, mapping=None, lenient=False, quarantine=None),
+                folder,
+            )
+        elif source is TrainSource.olist:
+            loaded = _load(path=data or history, source=Source.olist, mapping=None, lenient=False, quarantine=None)
+        else:
+            loaded = _load(path=history, source=Source.file, mapping=mapping, lenient=False, quarantine=None)
+    request = TrainRequest(
+        models=("carrier_delay", "node_congestion") if model is ModelChoice.all else (model.value,),
+        source=source.value,
+        history_source=str(history or data or settings.history_dir),
+        valid_start=valid_start,
+        test_start=test_start,
+        test_end=test_end,
+        calibration=calibration,
+        engine=engine.value,
+        scheduler=scheduler,
+        features_dir=features_dir or settings.features_dir,
+        tracking_uri=tracking_uri,
+    )
+    with _progress() as progress:
+        task = progress.add_task("training", total=None)
+
+        def on_round(model_name: str, round_: int, loss: float) -> None:
+            progress.update(
+                task, description=f"{model_name}: round {round_}, valid log loss {loss:.4f}", completed=round_
+            )
+
+        reports = run_training(request=request, history=loaded, truth_folder=truth_folder, on_round=on_round)
+    for report in reports:
+        _print_report(report=report)
+    if json_line:
+        typer.echo(_json_line(reports=reports))
+
+
+@models_app.command("compare")
+def models_compare(
+    model: Annotated[str, typer.Option(help="carrier_delay or node_congestion")] = "carrier_delay",
+    runs: Annotated[list[str] | None, typer.Option("--runs", help="run ids to compare instead of the aliases")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Champion vs challenger (or given runs) side by side, re-scored on the same test window."""
+    from training.compare import COMPARED_METRICS, compare
+    from training.tracking import configure
+
+    configure(tracking_uri=tracking_uri)
+    result = compare(model_name=model, runs=runs)
+    table = Table(title=f"{model}: {result.rows:,} test rows of run {result.window_run_id}")
+    table.add_column("model")
+    for name in COMPARED_METRICS:
+        table.add_column(name, justify="right")
+        table.add_column("Δ", justify="right")
+    for contender, delta in zip(result.contenders, result.deltas()):
+        cells = []
+        for name in COMPARED_METRICS:
+            cells += [f"{contender.scores[name]:.4f}", f"{delta[name]:+.4f}" if delta[name] else ""]
+        table.add_row(contender.label, *cells)
+    table.add_row("historical rate", *[c for n in COMPARED_METRICS for c in (f"{result.baseline[n]:.4f}", "")])
+    console.print(table)
+    console.print("Δ is against the first row; lower is better for log loss, Brier and ECE.")
+
+
+def _ensure_twin(*, folder: Path, settings) -> None:
+    """Simulate the default scenario into folder when no twin history is there yet."""
+    from features.twin.output import read_manifest
+
+    if read_manifest(folder=folder) is None:
+        simulate(scenario=settings.scenario, out=folder, seed=settings.seed)
+
+
+def _print_report(*, report) -> None:
+    """A table of the model's test figures beside its yardsticks."""
+    m = report.metrics
+    table = Table(title=f"{report.model_name}: run {report.run_id}, registered version {report.version}")
+    table.add_column("forecast")
+    for column in ("AUC", "log loss", "Brier", "ECE", "top-decile lift"):
+        table.add_column(column, justify="right")
+    names = [("test", "model"), ("base", "base rate (train)"), ("baseline", "historical rate")]
+    names += [("oracle", "oracle (twin, decision time)"), ("true", "clairvoyant p_true (info)")]
+    for key, label in names:
+        if f"{key}_logloss" not in m:
+            continue
+        table.add_row(
+            label,
+            *(f"{m.get(f'{key}_{k}', float('nan')):.4f}" for k in ("auc", "logloss", "brier", "ece")),
+            f"{m.get(f'{key}_lift_top_decile', float('nan')):.2f}",
+        )
+    console.print(table)
+    w = report.windows
+    console.print(
+        f"  windows: train < {w.valid_start:%Y-%m-%d}, valid {w.valid_start:%Y-%m-%d}..{w.valid_end:%Y-%m-%d}, "
+        f"test {w.test_start:%Y-%m-%d}..{w.test_end:%Y-%m-%d} (embargo {w.embargo.days} d, the outcome latency); "
+        f"rows {report.rows}; base rate {m['base_rate']:.2%}, test rate {m['test_rate']:.2%}"
+    )
+    if "logloss_vs_oracle" in m:
+        console.print(
+            f"  log loss model/oracle {m['logloss_vs_oracle']:.3f}, AUC gap to oracle {m['auc_gap_oracle']:+.4f}"
+        )
+    verdict = "beats" if m["beats_baseline"] else "does NOT beat"
+    console.print(f"  the model {verdict} the historical-rate baseline on log loss")
+    if report.unavailable:
+        console.print(f"  features this history cannot provide (left out): {', '.join(report.unavailable)}")
+
+
+def _json_line(*, reports) -> str:
+    """Every run's figures as one JSON object, with flat MODEL_metric keys for scripts."""
+    import json
+
+    figures: dict[str, object] = {"runs": []}
+    for report in reports:
+        figures["runs"].append(
+            {"model": report.model_name, "run_id": report.run_id, "version": report.version, "rows": report.rows}
+        )
+        m = report.metrics
+        prefix = report.model_name
+        figures.update(
+            {
+                f"{prefix}_auc": m["test_auc"],
+                f"{prefix}_logloss": m["test_logloss"],
+                f"{prefix}_brier": m["test_brier"],
+                f"{prefix}_ece": m["test_ece"],
+                f"{prefix}_lift": m["test_lift_top_decile"],
+                f"{prefix}_base_rate": m["base_rate"],
+                f"{prefix}_baseline_auc": m["baseline_auc"],
+                f"{prefix}_baseline_logloss": m["baseline_logloss"],
+            }
+        )
+        if "oracle_logloss" in m:
+            figures.update(
+                {
+                    f"{prefix}_oracle_auc": m["oracle_auc"],
+                    f"{prefix}_oracle_logloss": m["oracle_logloss"],
+                    f"{prefix}_true_auc": m["true_auc"],
+                    f"{prefix}_true_logloss": m["true_logloss"],
+                }
+            )
+    return json.dumps(figures)
+
+
 def main() -> None:
     """Entry point: domain errors become one clear message and exit code 2, never a traceback."""
+    from training.errors import TrainingError
+
     try:
         app()
-    except FeaturesError as exc:
+    except (FeaturesError, TrainingError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

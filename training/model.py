@@ -77,6 +77,14 @@ class Calibrator:
         return 1.0 / (1.0 + np.exp(-(self.a_ * logit + self.b_)))
 
 
+def learn_categories(*, frame: pd.DataFrame, categorical: tuple[str, ...]) -> dict[str, list[str]]:
+    """The sorted values of each categorical column: their positions become the fixed codes."""
+    return {
+        name: sorted(v for v in frame[name].dropna().astype("str").unique() if v not in ("nan", "None", ""))
+        for name in categorical
+    }
+
+
 class RiskModel:
     """Gradient-boosted risk model with fixed category codes and a calibrator."""
 
@@ -129,13 +137,16 @@ class RiskModel:
         valid: pd.DataFrame,
         on_round: Callable[[int, float], None] | None = None,
         booster: lgb.Booster | None = None,
+        categories: dict[str, list[str]] | None = None,
     ) -> RiskModel:
-        """Fit the booster with early stopping on validation, then the calibrator on validation."""
+        """Fit the booster with early stopping on validation, then the calibrator on validation.
+
+        A booster trained elsewhere (the Dask engine) can be adopted with the categories it was trained on.
+        """
         self.features_ = self.features
-        self.categories_ = {
-            name: sorted(v for v in train[name].dropna().astype("str").unique() if v not in ("nan", "None", ""))
-            for name in self.categorical
-        }
+        self.categories_ = (
+            categories if categories is not None else learn_categories(frame=train, categorical=self.categorical)
+        )
         self.codes_ = {name: {v: i for i, v in enumerate(values)} for name, values in self.categories_.items()}
         y_valid = valid["label"].to_numpy(dtype=np.float64)
         x_valid = self.encode_frame(valid)
