@@ -24,6 +24,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/history.py
+	$(BIN)/python benchmarks/training.py --dask
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

@@ -7,6 +7,7 @@ to the driver for early-stopping selection, calibration and evaluation. The resu
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,7 +49,9 @@ def dask_client(*, scheduler: str):
     from dask.distributed import Client, LocalCluster
 
     if scheduler == "local":
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+        ) as cluster:
             with Client(cluster) as client:
                 yield client
         return
