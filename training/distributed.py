@@ -144,6 +144,9 @@ def train_distributed(
         x_train, y_train = matrix[:, :-1], matrix[:, -1]
         x_valid = _encode_partition(valid, features=used, categories=categories).to_numpy()
         params = {k: v for k, v in DEFAULT_PARAMS.items() if k not in ("objective", "seed", "verbosity")}
+        # Row bagging samples each worker's own rows, so the model would depend on where the scheduler
+        # put the chunks; without it, data-parallel boosting sums the same histograms wherever rows live.
+        params.update(bagging_fraction=1.0, bagging_freq=0)
         estimator = DaskLGBMClassifier(
             client=client,
             n_estimators=min(DASK_ROUNDS, MAX_ROUNDS),
