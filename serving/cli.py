@@ -25,6 +25,8 @@ app = typer.Typer(
 history_app = typer.Typer(help="Validate and summarise delivery history.", no_args_is_help=True)
 features_app = typer.Typer(help="Build point-in-time features from history.", no_args_is_help=True)
 models_app = typer.Typer(help="Compare and inspect registered risk models.", no_args_is_help=True)
+rules_app = typer.Typer(help="Check rulesets.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
 app.add_typer(history_app, name="history")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
@@ -342,6 +344,24 @@ def train(
         typer.echo(_json_line(reports=reports))
 
 
+@rules_app.command("validate")
+def rules_validate(
+    path: Annotated[Path | None, typer.Argument(help="ruleset YAML or JSON file (default: the seed ruleset)")] = None,
+) -> None:
+    """Validate a ruleset file; clear errors naming the field, or its rules and content hash."""
+    from rules.schema import load_ruleset, seed_ruleset_path
+
+    ruleset = load_ruleset(path=path or seed_ruleset_path())
+    console.print(f"{path or seed_ruleset_path()}: ruleset {ruleset.name!r} is valid")
+    console.print(f"  rules: {', '.join(ruleset.rule_ids())}")
+    console.print(f"  protected: {', '.join(ruleset.protected) or '-'}")
+    console.print(
+        f"  split: {ruleset.split.max_shipments} shipment(s) at most, split penalty "
+        f"{ruleset.scoring.split_penalty}; late penalty by tier {ruleset.scoring.late_penalty_by_tier}"
+    )
+    console.print(f"  content hash {ruleset.content_hash()}")
+
+
 @models_app.command("compare")
 def models_compare(
     model: Annotated[str, typer.Option(help="carrier_delay or node_congestion")] = "carrier_delay",
@@ -448,10 +468,11 @@ def _json_line(*, reports) -> str:
 
 def main() -> None:
     """Entry point: domain errors become one clear message and exit code 2, never a traceback."""
+    from rules.errors import RulesError
     from training.errors import TrainingError
 
     try:
         app()
-    except (FeaturesError, TrainingError) as exc:
+    except (FeaturesError, TrainingError, RulesError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,0 +1,559 @@
+"""The deterministic routing engine: least-cost eligible allocation, exact up to the split limit, with a trace.
+
+For an order it prices every (candidate node, shipping option) for every set of lines the node
+could ship, keeps the options every eligibility rule allows, and searches all ways to split the
+order into at most `max_shipments` shipments on distinct nodes (exhaustively, by broadcasting over
+nodes), so the answer is the true minimum. Risk comes in through a `RiskScorer`; the engine never
+calls a model. Ties break on a stable key, so the same inputs always give the same decision.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+import numpy as np
+
+from rules.errors import OrderError
+from rules.schema import Ruleset
+
+
+@dataclass(frozen=True)
+class OrderLine:
+    """One line of an order."""
+
+    line_id: str
+    sku: str
+    quantity: int = 1
+    hazmat: bool = False
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    """An order to route, and what a re-route must avoid."""
+
+    order_id: str
+    lines: tuple[OrderLine, ...]
+    dest_region: str
+    tier: str
+    promised_delivery: date
+    decided_at: datetime
+    excluded: tuple[tuple[str, str | None, str | None], ...] = ()
+
+
+@dataclass(frozen=True)
+class ShippingOption:
+    """A carrier service a node can ship the order with, and when it would arrive."""
+
+    carrier: str
+    service: str
+    cost: float
+    transit_days: int
+    ship_by: datetime
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A node that could ship (part of) the order."""
+
+    node_id: str
+    node_type: str
+    region: str
+    handling_cost: float
+    available: dict[str, int]
+    options: tuple[ShippingOption, ...]
+    capacity: float | None = None
+    assigned_today: float = 0.0
+    distance_km: float | None = None
+
+
+@dataclass(frozen=True)
+class RiskQueries:
+    """The (order, node, option) triples whose risk the engine needs, as columns."""
+
+    decided_at: list[datetime]
+    node_id: list[str]
+    node_type: list[str]
+    origin_region: list[str]
+    dest_region: list[str]
+    carrier: list[str]
+    service: list[str]
+    distance_km: list[float | None]
+    ship_by: list[datetime]
+    promised_delivery: list[date]
+
+    def __len__(self) -> int:
+        return len(self.node_id)
+
+
+@dataclass(frozen=True)
+class RiskScores:
+    """Per query: P(carrier delay), P(node congestion), and where they came from."""
+
+    carrier_delay: np.ndarray
+    node_congestion: np.ndarray
+    degraded: np.ndarray
+    notes: list[str] = field(default_factory=list)
+    model_versions: dict[str, str] = field(default_factory=dict)
+
+
+class RiskScorer(Protocol):
+    """Anything that prices the risk of candidate options (the models, or rules-only priors)."""
+
+    def score(self, queries: RiskQueries) -> RiskScores:
+        """Risk for every query."""
+        ...
+
+
+class PriorScorer:
+    """Rules-only risk: fixed priors per carrier and per node type (what the engine uses without models)."""
+
+    def __init__(
+        self,
+        *,
+        carrier_delay: dict[str, float] | None = None,
+        node_congestion: dict[str, float] | None = None,
+        default_carrier_delay: float = 0.07,
+        default_node_congestion: float = 0.08,
+    ):
+        self.carrier_delay = carrier_delay or {}
+        self.node_congestion = node_congestion or {}
+        self.default_carrier_delay = default_carrier_delay
+        self.default_node_congestion = default_node_congestion
+
+    def score(self, queries: RiskQueries) -> RiskScores:
+        """The prior of each query's carrier and node type."""
+        delay = np.array([self.carrier_delay.get(c, self.default_carrier_delay) for c in queries.carrier])
+        congestion = np.array([self.node_congestion.get(t, self.default_node_congestion) for t in queries.node_type])
+        return RiskScores(carrier_delay=delay, node_congestion=congestion, degraded=np.zeros(len(queries), dtype=bool))
+
+
+@dataclass(frozen=True)
+class OptionTrace:
+    """How one (node, option) fared: eligible or the rule that excluded it, and its price."""
+
+    node_id: str
+    carrier: str
+    service: str
+    lines: tuple[str, ...]
+    eligible: bool
+    excluded_by: str | None
+    p_carrier_delay: float
+    p_node_congestion: float
+    p_late: float
+    shipping: float
+    handling: float
+    late_penalty: float
+    lane_adjustment: float
+    total: float
+
+
+@dataclass(frozen=True)
+class Shipment:
+    """One shipment of a decided allocation."""
+
+    node_id: str
+    carrier: str
+    service: str
+    lines: tuple[str, ...]
+    ship_by: datetime
+    arrival: date
+    p_late: float
+    cost: float
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A whole-order allocation and its total cost (split penalty included)."""
+
+    shipments: tuple[Shipment, ...]
+    total: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The engine's answer for one order, with everything needed to explain and replay it."""
+
+    order_id: str
+    ruleset_name: str
+    ruleset_hash: str
+    chosen: Allocation | None
+    runner_up: Allocation | None
+    margin: float | None
+    candidates: tuple[OptionTrace, ...]
+    unroutable_reason: str | None
+    degraded: bool
+    notes: tuple[str, ...]
+
+
+def _combined_late(p_carrier: np.ndarray, p_congestion: np.ndarray) -> np.ndarray:
+    """P(late) when either the node hands over late or the carrier delivers late."""
+    return 1.0 - (1.0 - p_carrier) * (1.0 - p_congestion)
+
+
+def _cap(*, ruleset: Ruleset, candidate: Candidate) -> float:
+    """The daily shipment cap of a node under the ruleset (inf when its capacity is unknown)."""
+    rule = ruleset.eligibility.capacity
+    if candidate.node_id in rule.overrides:
+        return float(rule.overrides[candidate.node_id])
+    if candidate.capacity is None:
+        return math.inf
+    return math.floor(rule.default_share * candidate.capacity)
+
+
+def _option_rule(
+    *, ruleset: Ruleset, order: Order, candidate: Candidate, option: ShippingOption, load: float, p_late: float
+) -> str | None:
+    """The first rule that forbids this node and option for this order, whatever lines it carries."""
+    for node, carrier, service in order.excluded:
+        if node == candidate.node_id and carrier in (None, option.carrier) and service in (None, option.service):
+            return "reroute_excluded"
+    arrival = option.ship_by.date() + timedelta(days=option.transit_days)
+    if arrival > order.promised_delivery:
+        return "promise_not_met"
+    e = ruleset.eligibility
+    for rule in e.node_types:
+        if (
+            rule.node_type == candidate.node_type
+            and (rule.services is None or option.service in rule.services)
+            and (rule.tiers is None or order.tier in rule.tiers)
+        ):
+            return rule.id
+    for rule in e.regions:
+        if order.dest_region in rule.dest_regions and (
+            (rule.node_ids is not None and candidate.node_id in rule.node_ids)
+            or (rule.node_types is not None and candidate.node_type in rule.node_types)
+        ):
+            return rule.id
+    if load + 1 > _cap(ruleset=ruleset, candidate=candidate):
+        return e.capacity.id
+    limit = e.max_risk_by_tier.get(order.tier)
+    if limit is not None and p_late > limit:
+        return f"max_risk_{order.tier}"
+    return None
+
+
+def _subset_rule(
+    *, ruleset: Ruleset, candidate: Candidate, option: ShippingOption, lines: Sequence[OrderLine]
+) -> str | None:
+    """The first rule that forbids this node and option for this particular set of lines."""
+    if any(candidate.available.get(line.line_id, 0) < line.quantity for line in lines):
+        return "inventory"
+    if any(line.hazmat for line in lines):
+        hazmat = ruleset.eligibility.hazmat
+        if candidate.node_type not in hazmat.allowed_node_types or option.service in hazmat.forbidden_services:
+            return hazmat.id
+    return None
+
+
+def _lane_adjustment(*, ruleset: Ruleset, carrier: str, dest_region: str) -> float:
+    """Sum of lane adjustments that apply to a carrier on the destination region."""
+    return sum(
+        a.amount
+        for a in ruleset.scoring.lane_adjustments
+        if a.carrier == carrier and (a.dest_regions is None or dest_region in a.dest_regions)
+    )
+
+
+def risk_queries(*, orders: Sequence[Order], candidates: Sequence[Sequence[Candidate]]) -> tuple[RiskQueries, list]:
+    """Every (order, candidate, option) whose risk is needed, and where each order's slice starts."""
+    columns: dict[str, list] = {name: [] for name in RiskQueries.__dataclass_fields__}
+    index = []
+    for order, options_of in zip(orders, candidates):
+        rows = []
+        for candidate in options_of:
+            for option in candidate.options:
+                rows.append((candidate, option))
+                columns["decided_at"].append(order.decided_at)
+                columns["node_id"].append(candidate.node_id)
+                columns["node_type"].append(candidate.node_type)
+                columns["origin_region"].append(candidate.region)
+                columns["dest_region"].append(order.dest_region)
+                columns["carrier"].append(option.carrier)
+                columns["service"].append(option.service)
+                columns["distance_km"].append(candidate.distance_km)
+                columns["ship_by"].append(option.ship_by)
+                columns["promised_delivery"].append(order.promised_delivery)
+        index.append(rows)
+    return RiskQueries(**columns), index
+
+
+def _units(order: Order) -> list[tuple[OrderLine, ...]]:
+    """The order's lines as indivisible units: an item group, or a line on its own."""
+    if not order.lines:
+        raise OrderError(f"order {order.order_id}: no lines")
+    groups: dict[str, list[OrderLine]] = {}
+    units: list[tuple[OrderLine, ...]] = []
+    for line in order.lines:
+        if line.group is None:
+            units.append((line,))
+        else:
+            groups.setdefault(line.group, []).append(line)
+    units.extend(tuple(g) for _, g in sorted(groups.items()))
+    return units
+
+
+def _partitions(n: int, max_blocks: int) -> list[list[int]]:
+    """Set partitions of n units into at most max_blocks blocks, as block bitmasks (restricted growth strings)."""
+    found = []
+
+    def grow(i: int, labels: list[int], blocks: int) -> None:
+        if i == n:
+            masks = [0] * blocks
+            for unit, label in enumerate(labels):
+                masks[label] |= 1 << unit
+            found.append(masks)
+            return
+        for label in range(min(blocks + 1, max_blocks)):
+            grow(i + 1, labels + [label], max(blocks, label + 1))
+
+    grow(0, [], 0)
+    return found
+
+
+def decide(
+    *,
+    order: Order,
+    candidates: Sequence[Candidate],
+    ruleset: Ruleset,
+    scores: RiskScores,
+    rows: list,
+    offset: int = 0,
+    extra_load: dict[str, float] | None = None,
+) -> Decision:
+    """Decide one order from its candidates and the risk of each (candidate, option) row."""
+    extra_load = extra_load or {}
+    units = _units(order)
+    if len(units) > 12:
+        raise OrderError(f"order {order.order_id}: {len(units)} units is more than the engine routes exactly (12)")
+    max_blocks = ruleset.split.max_shipments if ruleset.split.allow_split else 1
+    n_units = len(units)
+    n_subsets = 1 << n_units
+    if len({c.node_id for c in candidates}) != len(candidates):
+        raise OrderError(f"order {order.order_id}: a node appears twice among the candidates")
+    penalty = ruleset.scoring.late_penalty_by_tier.get(order.tier, 0.0)
+    # best[n, s]: cheapest eligible shipment of unit-subset s from node n (inf if none); pick[n, s]: its row.
+    best = np.full((len(candidates), n_subsets), np.inf)
+    pick = np.full((len(candidates), n_subsets), -1, dtype=np.int64)
+    late = np.zeros((len(candidates), n_subsets))
+    traces: list[OptionTrace] = []
+    ordered = sorted(candidates, key=lambda c: c.node_id)
+    by_node = {c.node_id: i for i, c in enumerate(ordered)}
+    priced: dict[int, tuple] = {}
+    for local, (candidate, option) in enumerate(rows):
+        row = offset + local
+        p_carrier = float(scores.carrier_delay[row])
+        p_congestion = float(scores.node_congestion[row])
+        p_late = float(_combined_late(np.array(p_carrier), np.array(p_congestion)))
+        load = candidate.assigned_today + extra_load.get(candidate.node_id, 0.0)
+        option_rule = _option_rule(
+            ruleset=ruleset, order=order, candidate=candidate, option=option, load=load, p_late=p_late
+        )
+        lane = _lane_adjustment(ruleset=ruleset, carrier=option.carrier, dest_region=order.dest_region)
+        n = by_node[candidate.node_id]
+        supplies = [
+            u
+            for u in range(n_units)
+            if all(candidate.available.get(line.line_id, 0) >= line.quantity for line in units[u])
+        ]
+        full_mask = sum(1 << u for u in supplies)
+        for subset in range(1, n_subsets):
+            lines = [line for u in range(n_units) if subset >> u & 1 for line in units[u]]
+            rule = option_rule or _subset_rule(ruleset=ruleset, candidate=candidate, option=option, lines=lines)
+            units_count = sum(line.quantity for line in lines)
+            handling = candidate.handling_cost * (1 + ruleset.scoring.handling_per_extra_unit * (units_count - 1))
+            total = option.cost + handling + penalty * p_late + lane
+            if subset == full_mask:
+                traces.append(
+                    OptionTrace(
+                        node_id=candidate.node_id,
+                        carrier=option.carrier,
+                        service=option.service,
+                        lines=tuple(line.line_id for line in lines),
+                        eligible=rule is None,
+                        excluded_by=rule,
+                        p_carrier_delay=p_carrier,
+                        p_node_congestion=p_congestion,
+                        p_late=p_late,
+                        shipping=option.cost,
+                        handling=handling,
+                        late_penalty=penalty * p_late,
+                        lane_adjustment=lane,
+                        total=total,
+                    )
+                )
+            if rule is None and (total, option.carrier, option.service) < (
+                best[n, subset],
+                *priced.get((n, subset), ("", "")),
+            ):
+                best[n, subset] = total
+                pick[n, subset] = local
+                late[n, subset] = p_late
+                priced[(n, subset)] = (option.carrier, option.service)
+        if not supplies:
+            traces.append(
+                OptionTrace(
+                    node_id=candidate.node_id,
+                    carrier=option.carrier,
+                    service=option.service,
+                    lines=(),
+                    eligible=False,
+                    excluded_by="inventory",
+                    p_carrier_delay=p_carrier,
+                    p_node_congestion=p_congestion,
+                    p_late=p_late,
+                    shipping=option.cost,
+                    handling=candidate.handling_cost,
+                    late_penalty=penalty * p_late,
+                    lane_adjustment=lane,
+                    total=math.inf,
+                )
+            )
+    ranked = _search(
+        best=best,
+        n_units=n_units,
+        max_blocks=max_blocks,
+        split_penalty=ruleset.scoring.split_penalty,
+        nodes=[c.node_id for c in ordered],
+    )
+    allocations = [
+        _allocation(units=units, rows=rows, pick=pick, best=best, late=late, plan=plan, total=total)
+        for total, plan in ranked[:2]
+    ]
+    chosen = allocations[0] if allocations else None
+    runner_up = allocations[1] if len(allocations) > 1 else None
+    reason = None
+    if chosen is None:
+        uncovered = [
+            "+".join(line.line_id for line in units[u])
+            for u in range(n_units)
+            if not np.isfinite(best[:, [s for s in range(n_subsets) if s >> u & 1]]).any()
+        ]
+        reason = (
+            f"no eligible candidate ships line(s) {', '.join(uncovered)}"
+            if uncovered
+            else f"no allocation within {max_blocks} shipment(s) passes every rule"
+        )
+    degraded_rows = scores.degraded[offset : offset + len(rows)]
+    return Decision(
+        order_id=order.order_id,
+        ruleset_name=ruleset.name,
+        ruleset_hash=ruleset.content_hash(),
+        chosen=chosen,
+        runner_up=runner_up,
+        margin=(runner_up.total - chosen.total) if chosen and runner_up else None,
+        candidates=tuple(sorted(traces, key=lambda t: (t.node_id, t.carrier, t.service))),
+        unroutable_reason=reason,
+        degraded=bool(np.any(degraded_rows)),
+        notes=tuple(scores.notes),
+    )
+
+
+def _search(
+    *, best: np.ndarray, n_units: int, max_blocks: int, split_penalty: float, nodes: list[str]
+) -> list[tuple[float, tuple[tuple[int, int], ...]]]:
+    """All finite allocations (subset -> node, distinct nodes), cheapest first, ties by node ids."""
+    found: list[tuple[float, tuple[str, ...], tuple[tuple[int, int], ...]]] = []
+    n_nodes = best.shape[0]
+    for masks in _partitions(n_units, max_blocks):
+        k = len(masks)
+        grid = np.zeros((n_nodes,) * k)
+        for b, mask in enumerate(masks):
+            shape = [1] * k
+            shape[b] = n_nodes
+            grid = grid + best[:, mask].reshape(shape)
+        if k > 1:
+            # Two shipments of one order from one node would be one shipment: forbid repeats.
+            for a, b in itertools.combinations(range(k), 2):
+                index = [
+                    np.arange(n_nodes).reshape([-1 if d == a else 1 for d in range(k)]),
+                    np.arange(n_nodes).reshape([-1 if d == b else 1 for d in range(k)]),
+                ]
+                grid = np.where(index[0] == index[1], np.inf, grid)
+        finite = np.argwhere(np.isfinite(grid))
+        if finite.size == 0:
+            continue
+        totals = grid[tuple(finite.T)] + split_penalty * (k - 1)
+        keep = np.argsort(totals, kind="stable")[:2]
+        for i in keep:
+            plan = tuple((int(finite[i][b]), masks[b]) for b in range(k))
+            key = tuple(sorted(nodes[n] for n, _ in plan))
+            found.append((float(totals[i]), key, plan))
+    found.sort(key=lambda item: (round(item[0], 9), item[1], item[2]))
+    return [(total, plan) for total, _, plan in found]
+
+
+def _allocation(*, units, rows, pick, best, late, plan, total) -> Allocation:
+    """The shipments of one search result."""
+    shipments = []
+    for node, mask in sorted(plan, key=lambda p: p[1]):
+        candidate, option = rows[pick[node, mask]]
+        lines = tuple(line.line_id for u in range(len(units)) if mask >> u & 1 for line in units[u])
+        shipments.append(
+            Shipment(
+                node_id=candidate.node_id,
+                carrier=option.carrier,
+                service=option.service,
+                lines=lines,
+                ship_by=option.ship_by,
+                arrival=option.ship_by.date() + timedelta(days=option.transit_days),
+                p_late=float(late[node, mask]),
+                cost=float(best[node, mask]),
+            )
+        )
+    return Allocation(shipments=tuple(shipments), total=float(total))
+
+
+def decide_batch(
+    *,
+    orders: Sequence[Order],
+    candidates: Sequence[Sequence[Candidate]],
+    ruleset: Ruleset,
+    scorer: RiskScorer,
+) -> list[Decision]:
+    """Decide many orders with one risk-scoring call; each decision counts toward the next one's node load."""
+    if len(orders) != len(candidates):
+        raise OrderError(f"{len(orders)} orders but {len(candidates)} candidate lists")
+    ordered_candidates = [sorted(c, key=lambda c: c.node_id) for c in candidates]
+    queries, index = risk_queries(orders=orders, candidates=ordered_candidates)
+    scores = scorer.score(queries) if len(queries) else RiskScores(np.array([]), np.array([]), np.array([], bool))
+    decisions = []
+    offset = 0
+    extra_load: dict[str, float] = {}
+    for order, options_of, rows in zip(orders, ordered_candidates, index):
+        decision = decide(
+            order=order,
+            candidates=options_of,
+            ruleset=ruleset,
+            scores=scores,
+            rows=rows,
+            offset=offset,
+            extra_load=extra_load,
+        )
+        offset += len(rows)
+        if decision.chosen is not None:
+            for shipment in decision.chosen.shipments:
+                extra_load[shipment.node_id] = extra_load.get(shipment.node_id, 0.0) + 1.0
+        decisions.append(decision)
+    return decisions
+
+
+def iter_rows(decisions: Iterable[Decision]) -> Iterable[dict]:
+    """Decisions as flat rows (one per shipment), for tables and backtests."""
+    for d in decisions:
+        if d.chosen is None:
+            yield {"order_id": d.order_id, "node_id": None, "carrier": None, "service": None, "cost": None}
+            continue
+        for s in d.chosen.shipments:
+            yield {
+                "order_id": d.order_id,
+                "node_id": s.node_id,
+                "carrier": s.carrier,
+                "service": s.service,
+                "cost": s.cost,
+            }
