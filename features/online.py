@@ -95,6 +95,11 @@ class OnlineFeatureState:
         for aggregate in AGGREGATES:
             self._keysets.setdefault(aggregate.stream, set()).add(aggregate.keys)
 
+    @property
+    def last_event_at(self) -> pd.Timestamp | None:
+        """When the newest applied event happened (None before the first)."""
+        return None if self._clock is None else pd.Timestamp(self._clock, unit="s")
+
     # ----- events ---------------------------------------------------------------------------
     def ingest(self, event: Mapping[str, object]) -> None:
         """Apply one event; events must come in time order."""

@@ -24,12 +24,16 @@ TRUTH_COLUMNS = {
 }
 
 
-def historical_rate(*, model_name: str, table: pd.DataFrame, base_rate: float) -> np.ndarray:
-    """The historical-rate baseline forecast: the finest past rate known, else the training base rate."""
-    forecast = np.full(len(table), np.nan)
+def historical_rate(*, model_name: str, table, base_rate: float) -> np.ndarray:
+    """The historical-rate baseline forecast: the finest past rate known, else the base rate.
+
+    `table` is a feature table or a mapping of feature arrays (the service's online features).
+    """
+    n = len(table) if isinstance(table, pd.DataFrame) else len(next(iter(table.values())))
+    forecast = np.full(n, np.nan)
     for column in BASELINE_FEATURES[model_name]:
-        if column in table.columns:
-            values = table[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        if column in table:
+            values = np.asarray(table[column], dtype=np.float64)
             forecast = np.where(np.isnan(forecast), values, forecast)
     return np.where(np.isnan(forecast), base_rate, forecast)
 
