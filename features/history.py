@@ -36,6 +36,7 @@ class LoadReport:
     rows_read: int = 0
     rows_kept: int = 0
     dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    kept_notes: dict[str, int] = field(default_factory=dict)
     quarantine_path: Path | None = None
 
 
@@ -81,8 +82,8 @@ def load_history(
         path=shipments_file, contract=SHIPMENTS, mapping=mapping, lenient=lenient, quarantine_path=quarantine_path
     )
     folder = path if path.is_dir() else None
-    node_days = _optional_table(folder=folder, stem="node_days", dates=("date",))
-    notices = _optional_table(folder=folder, stem="notices", dates=("announced_at", "start", "end"))
+    node_days = _optional_table(folder=folder, stem="node_days")
+    notices = _optional_table(folder=folder, stem="notices")
     return History(shipments=shipments, node_days=node_days, notices=notices, source=str(path)), report
 
 
@@ -116,22 +117,39 @@ def load_table(
     return coerced, load_report
 
 
-def _optional_table(*, folder: Path | None, stem: str, dates: tuple[str, ...]) -> pd.DataFrame | None:
-    """A side table of a history folder, with its date columns parsed."""
+SIDE_TABLES = {
+    "node_days": (("date",), ("node_id", "capacity", "backlog_start")),
+    "notices": (("announced_at", "start", "end"), ("region", "severity")),
+}
+
+
+def _optional_table(*, folder: Path | None, stem: str) -> pd.DataFrame | None:
+    """A side table of a history folder (node_days, notices), checked and with its dates parsed."""
     if folder is None:
         return None
     found = _find(folder=folder, stem=stem)
     if found is None:
         return None
     frame = read_table(path=found)
-    for column in dates:
-        if column not in frame.columns:
-            raise HistoryError(f"{found}: missing column {column!r}")
-        parsed = pd.to_datetime(frame[column], errors="coerce")
+    date_columns, other_columns = SIDE_TABLES[stem]
+    missing = [c for c in (*date_columns, *other_columns) if c not in frame.columns]
+    if missing:
+        raise HistoryError(f"{found}: missing column(s) {', '.join(missing)}")
+    for column in date_columns:
+        parsed = pd.to_datetime(frame[column], errors="coerce", utc=True).dt.tz_localize(None)
         if parsed.isna().any():
             rows = np.flatnonzero(parsed.isna().to_numpy())[:MAX_ROWS_SHOWN] + 1
             raise HistoryError(f"{found}: column {column!r} has values that are not dates in rows {list(rows)}")
         frame[column] = parsed.astype("datetime64[s]")
+    for column in ("capacity", "backlog_start", "severity"):
+        if column in frame.columns:
+            numbers = pd.to_numeric(frame[column], errors="coerce")
+            if numbers.isna().any() and column != "backlog_start":
+                rows = np.flatnonzero(numbers.isna().to_numpy())[:MAX_ROWS_SHOWN] + 1
+                raise HistoryError(f"{found}: column {column!r} has values that are not numbers in rows {list(rows)}")
+            frame[column] = numbers
+    if stem == "notices" and "carrier" not in frame.columns:
+        frame["carrier"] = None  # a notice without a carrier applies to every carrier
     return frame
 
 

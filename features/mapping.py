@@ -7,12 +7,13 @@ A mapping is a small YAML file::
     codes:     {service: {GRD: ground, 2DA: two_day}}            # value translations
     defaults:  {node_type: dc}                                   # constants for absent columns
     copy:      {allocated_at: order_time}                        # one of our columns from another
-    timezone:  Europe/Berlin                                     # local timestamps, stored as UTC
+    timezone:  Europe/Berlin    # the business's zone: offsets converted to it, plain times taken as local
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import yaml
@@ -58,6 +59,11 @@ def load_mapping(*, path: Path) -> ColumnMapping:
         set(mapping.columns) | set(mapping.formats) | set(mapping.codes) | set(mapping.defaults) | set(mapping.copies)
     )
     named |= set(mapping.copies.values())
+    if mapping.timezone:
+        try:
+            ZoneInfo(mapping.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise HistoryError(f"{path}: timezone {mapping.timezone!r} is not an IANA time zone name") from None
     unknown = sorted(named - KNOWN)
     if unknown:
         raise HistoryError(f"{path}: unknown history column(s) {', '.join(unknown)}; known: {', '.join(sorted(KNOWN))}")

@@ -121,10 +121,11 @@ def _key_codes(
     for key in keys:
         joined = np.concatenate([entries.attrs[key], rows[key]]).astype(object)
         codes, uniques = pd.factorize(joined, use_na_sentinel=True)
-        width = np.int64(len(uniques) + 1)
         codes = codes.astype(np.int64) + 1  # 0 is the missing value
-        entry_code = entry_code * width + codes[:n_entries]
-        row_code = row_code * width + codes[n_entries:]
+        combined = np.concatenate([entry_code, row_code]) * np.int64(len(uniques) + 1) + codes
+        # Re-number the combinations densely, so many key columns never overflow the composite key.
+        dense, _ = pd.factorize(combined)
+        entry_code, row_code = dense[:n_entries].astype(np.int64), dense[n_entries:].astype(np.int64)
     if keys:
         # Rows whose key is missing must not match entries whose key is missing.
         missing = np.zeros(n_rows, dtype=bool)

@@ -3,7 +3,8 @@
 Orders become shipments. Where the order-items sample names the seller, each (order, seller) is
 one shipment from that seller (the node) with its ship-by promise; elsewhere the seller is unknown.
 The marketplace used mostly one national carrier, so carrier and service are constants. Rows
-that cannot be a truthful history row are dropped and counted by reason, never silently kept.
+that cannot be a truthful history row are dropped and counted by reason, never silently kept;
+orders shipped but never delivered are kept (and counted): they are late outcomes.
 """
 
 from __future__ import annotations
@@ -63,18 +64,22 @@ def load_olist(*, folder: Path) -> tuple[History, LoadReport]:
     status = orders["order_status"]
     drop(status == "canceled", "order canceled")
     drop(status == "unavailable", "order unavailable")
-    drop(status == "shipped", "shipped but never delivered")
+    shipped = status == "shipped"
     drop(~status.isin(["delivered", "canceled", "unavailable", "shipped"]), "not shipped yet (still processing)")
     drop(times["order_purchase_timestamp"].isna(), "no purchase time")
     drop(times["order_approved_at"].isna(), "no approval time")
-    drop(times["order_delivered_carrier_date"].isna(), "delivered without a handover time")
-    drop(times["order_delivered_customer_date"].isna(), "delivered without a delivery time")
+    drop(times["order_delivered_carrier_date"].isna(), "no handover time")
+    drop(~shipped & times["order_delivered_customer_date"].isna(), "delivered without a delivery time")
     drop(times["order_estimated_delivery_date"].isna(), "no promised delivery date")
     drop(times["order_delivered_carrier_date"] < times["order_purchase_timestamp"], "handed to carrier before purchase")
     drop(times["order_delivered_carrier_date"] < times["order_approved_at"], "handed to carrier before approval")
     drop(times["order_delivered_customer_date"] < times["order_delivered_carrier_date"], "delivered before handover")
 
     kept = reasons.isna()
+    # Shipped and never delivered is an outcome, not noise: late once the promised day has passed.
+    never_delivered = int((kept & shipped).sum())
+    if never_delivered:
+        report.kept_notes["shipped but never delivered (kept: late once the promise lapsed)"] = never_delivered
     base = pd.DataFrame(
         {
             "order_id": orders.loc[kept, "order_id"].astype("str"),

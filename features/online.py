@@ -73,6 +73,14 @@ class _Pending:
     carrier_exception_seen: bool = False
 
 
+def _number(value: object) -> float:
+    """A numeric field of an event, NaN when absent."""
+    try:
+        return float(value) if value is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
 def _seconds(value: object) -> int | None:
     """A timestamp-like value as epoch seconds, None when missing."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or pd.isna(value):
@@ -218,19 +226,50 @@ class OnlineFeatureState:
                 pending.delivery_done = True
                 self._add("delivery", time=time, value=1.0, attrs=pending.attrs)
 
+    def _series_keys(self, stream: str, attrs: Mapping[str, object]) -> list[tuple]:
+        """The series an entry of this stream with these attributes belongs to."""
+        keys = []
+        for keyset in self._keysets.get(stream, ()):
+            series_key = (stream, keyset, tuple(attrs.get(k) for k in keyset))
+            if not any(v is None or (isinstance(v, float) and np.isnan(v)) for v in series_key[2]):
+                keys.append(series_key)
+        return keys
+
     def _add(self, stream: str, *, time: int, value: float, attrs: Mapping[str, object]) -> None:
-        for keys in self._keysets.get(stream, ()):
-            series_key = (stream, keys, tuple(attrs.get(k) for k in keys))
-            if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in series_key[2]):
-                continue
+        for series_key in self._series_keys(stream, attrs):
             self._series.setdefault(series_key, _Series()).add(time=time, value=value)
+
+    def _due(self, *, before: int) -> dict[tuple, list[int]]:
+        """Late outcomes whose deadline passes before `before` but beyond the last event: counted, not stored.
+
+        A query may look ahead of the events received so far; firing those timers for real would
+        record a late outcome that an event still on its way could contradict.
+        """
+        due: dict[tuple, list[int]] = {}
+        for time, _, shipment_id, kind in self._timers:
+            if time >= before:
+                continue
+            pending = self._pending.get(shipment_id)
+            if pending is None:
+                continue
+            if kind == "handover" and not pending.handover_done and not pending.cancelled:
+                stream = "handover"
+            elif kind == "delivery" and not pending.delivery_done:
+                stream = "delivery"
+            else:
+                continue
+            for series_key in self._series_keys(stream, pending.attrs):
+                due.setdefault(series_key, []).append(time)
+        return due
 
     # ----- queries --------------------------------------------------------------------------
     def features(self, *, rows: pd.DataFrame) -> dict[str, np.ndarray]:
         """Every feature for each decision row, from what the state knows strictly before the row's time."""
         t = rows["allocated_at"].to_numpy(dtype="datetime64[s]").astype(np.int64)
         if len(t) and self._clock is not None:
-            self._fire_timers(before=int(t.min()))
+            # Deadlines up to the last event are settled; later ones are counted per query, not stored.
+            self._fire_timers(before=self._clock)
+        due = self._due(before=int(t.max())) if len(t) else {}
         static = static_features(rows=rows)
         aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for aggregate in AGGREGATES:
@@ -238,11 +277,14 @@ class OnlineFeatureState:
             counts = np.zeros(len(t), dtype=np.int64)
             totals = np.zeros(len(t), dtype=np.float64)
             for i in range(len(t)):
-                self._fire_timers(before=int(t[i]))
-                key = tuple(static[k][i] for k in aggregate.keys)
-                series = self._series.get((aggregate.stream, aggregate.keys, key))
+                series_key = (aggregate.stream, aggregate.keys, tuple(static[k][i] for k in aggregate.keys))
+                series = self._series.get(series_key)
                 if series is not None:
                     counts[i], totals[i] = series.window(lo=int(lo[i]), hi=int(hi[i]))
+                # Late outcomes not yet settled count as 1 each inside the window.
+                extra = sum(1 for time in due.get(series_key, ()) if lo[i] <= time < hi[i])
+                counts[i] += extra
+                totals[i] += extra
             aggregates[aggregate.name] = (counts, totals)
         capacity = np.full(len(t), np.nan)
         backlog = np.full(len(t), np.nan)

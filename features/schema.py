@@ -170,6 +170,22 @@ def shipment_schema() -> pa.DataFrameSchema:
     )
 
 
+OFFSET_PATTERN = r"(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+def _parse_wall_clock(*, text: pd.Series, fmt: str, zone: str) -> pd.Series:
+    """Timestamps as naive wall-clock time in `zone`: those with an offset are converted, the rest taken as local."""
+    with_offset = text.notna() & text.str.contains(OFFSET_PATTERN, regex=True, na=False)
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    if with_offset.any():
+        aware = pd.to_datetime(text[with_offset], format=fmt, errors="coerce", utc=True)
+        parsed[with_offset] = aware.dt.tz_convert(zone).dt.tz_localize(None)
+    plain = text.notna() & ~with_offset
+    if plain.any():
+        parsed[plain] = pd.to_datetime(text[plain], format=fmt, errors="coerce")
+    return parsed
+
+
 @dataclass(frozen=True)
 class Contract:
     """What one kind of frame must look like: its columns by type, and its pandera schema."""
@@ -181,6 +197,20 @@ class Contract:
     numbers: tuple[str, ...]
     texts: tuple[str, ...]
     schema: Callable[[], pa.DataFrameSchema]
+    optional: tuple[str, ...] = ()
+
+    def fill_optional(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Add every optional column the frame lacks, empty and typed, so later code never meets a KeyError."""
+        for column in self.optional:
+            if column in frame.columns:
+                continue
+            if column in self.datetimes:
+                frame[column] = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[s]")
+            elif column in self.numbers:
+                frame[column] = np.nan
+            else:
+                frame[column] = pd.Series(None, index=frame.index, dtype="str")
+        return frame
 
 
 def coerce_types(
@@ -195,22 +225,17 @@ def coerce_types(
     out = frame.copy()
     problems: list[RowProblem] = []
     positions = np.arange(len(frame))
+    zone = timezone or "UTC"
     for column in contract.datetimes:
         if column not in out.columns:
             continue
         raw = out[column]
         if pd.api.types.is_datetime64_any_dtype(raw):
-            parsed = raw.dt.tz_convert("UTC").dt.tz_localize(None) if getattr(raw.dt, "tz", None) else raw
+            parsed = raw.dt.tz_convert(zone).dt.tz_localize(None) if getattr(raw.dt, "tz", None) else raw
         else:
             text = raw.astype("str").str.strip().where(raw.notna(), None)
             text = text.where(text != "", None)
-            if timezone:
-                parsed = pd.to_datetime(text, format=formats.get(column, "mixed"), errors="coerce")
-                if parsed.dt.tz is None:
-                    parsed = parsed.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="shift_forward")
-            else:
-                parsed = pd.to_datetime(text, format=formats.get(column, "mixed"), errors="coerce", utc=True)
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+            parsed = _parse_wall_clock(text=text, fmt=formats.get(column, "mixed"), zone=zone)
             bad = text.notna() & parsed.isna()
             problems += [
                 RowProblem(int(i), column, f"wrong type: {value!r} is not a date/time")
@@ -242,6 +267,7 @@ def validate_frame(
     frame = frame.reset_index(drop=True)
     missing = tuple(c for c in contract.required if c not in frame.columns)
     coerced, problems = coerce_types(frame=frame, contract=contract, formats=formats, timezone=timezone)
+    coerced = contract.fill_optional(coerced)
     schema = contract.schema()
     if missing:
         schema = schema.remove_columns([c for c in missing if c in schema.columns])
@@ -299,6 +325,7 @@ SHIPMENTS = Contract(
     numbers=NUMBER_COLUMNS,
     texts=TEXT_COLUMNS,
     schema=shipment_schema,
+    optional=OPTIONAL_COLUMNS,
 )
 
 
@@ -380,6 +407,7 @@ EVENTS = Contract(
         "region",
     ),
     schema=event_schema,
+    optional=tuple(c for c in EVENT_COLUMNS if c not in ("event_id", "event_type", "event_time")),
 )
 
 

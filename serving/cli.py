@@ -141,6 +141,8 @@ def _load(*, path: Path | None, source: Source, mapping: Path | None, lenient: b
     console.print(f"{report.source}: {report.rows_read:,} rows read, {report.rows_kept:,} kept")
     for reason, count in report.dropped_by_reason.items():
         console.print(f"  dropped {count:,}: {reason}")
+    for note, count in report.kept_notes.items():
+        console.print(f"  {count:,} {note}")
     if report.quarantine_path is not None:
         console.print(f"  bad rows quarantined to {report.quarantine_path}")
     return history
@@ -259,7 +261,7 @@ def run(
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
     if read_manifest(folder=settings.history_dir) is None:
-        simulate(scenario=settings.scenario, out=settings.history_dir, seed=settings.seed)
+        _ensure_twin(folder=settings.history_dir, settings=settings)
     else:
         console.print(f"using the simulated history in {settings.history_dir}")
     history = _load(path=settings.history_dir, source=Source.file, mapping=None, lenient=False, quarantine=None)
@@ -299,6 +301,10 @@ def train(
         raise FeaturesError(f"--calibration must be isotonic or platt, not {calibration!r}")
     if engine is Engine.dask and not scheduler:
         raise FeaturesError("--engine dask needs --scheduler ADDRESS (or 'local' for a local cluster)")
+    if source is TrainSource.twin and (mapping or data):
+        raise FeaturesError("--mapping and --data go with --source file and --source olist, not the twin")
+    if engine is Engine.dask and source is not TrainSource.twin and features_dir is None:
+        raise FeaturesError("--engine dask on your own history needs --features-dir (built by `features build`)")
     settings = get_settings()
     loaded = None
     truth_folder = None
@@ -390,11 +396,17 @@ def models_compare(
 
 
 def _ensure_twin(*, folder: Path, settings) -> None:
-    """Simulate the default scenario into folder when no twin history is there yet."""
+    """Simulate the default scenario into folder when it is absent or empty; never over someone's files."""
     from features.twin.output import read_manifest
 
-    if read_manifest(folder=folder) is None:
-        simulate(scenario=settings.scenario, out=folder, seed=settings.seed)
+    if read_manifest(folder=folder) is not None:
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise FeaturesError(
+            f"{folder} holds files but no simulated history (no manifest.json); to train on your own history "
+            "pass --source file, or give an empty folder for a simulated one"
+        )
+    simulate(scenario=settings.scenario, out=folder, seed=settings.seed)
 
 
 def _print_report(*, report) -> None:
@@ -475,4 +487,10 @@ def main() -> None:
         app()
     except (FeaturesError, TrainingError, RulesError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:
+        # MLflow is imported only by the commands that need it, so it is recognised by name here.
+        if type(exc).__name__ != "MlflowException":
+            raise
+        errors.print(f"[bold red]error:[/bold red] the MLflow store answered: {exc}", highlight=False)
         sys.exit(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -64,6 +65,15 @@ def compare(*, model_name: str, runs: list[str] | None = None) -> Comparison:
     except MlflowException as exc:
         raise TrainingError(f"unknown run: {exc.message}") from None
     window_run = max(started, key=started.get)
+    shared_start = client.get_run(window_run).data.params.get("test_start")
+    for label, run_id, _ in contenders:
+        own_start = client.get_run(run_id).data.params.get("test_start")
+        # A window that starts before a model's own test window overlaps what it was fitted on.
+        if shared_start and own_start and pd.Timestamp(shared_start) < pd.Timestamp(own_start):
+            raise TrainingError(
+                f"{label} was fitted on data up to {own_start}; the shared test window starts {shared_start}, "
+                "inside it, so that model would be scored on data it learned from"
+            )
     table = test_table(run_id=window_run)
     y = table["label"].to_numpy(dtype=np.float64)
     scored = []

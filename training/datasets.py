@@ -79,6 +79,7 @@ def default_windows(
         raise TrainingError("the history has no known outcomes yet: every label is still open")
     return windows_after(
         last_labelled=labelled["allocated_at"].max(),
+        last_known=labelled["label_known_at"].max(),
         latency_days=latency_days(
             counts=latency_whole_days(
                 known_at=labelled["label_known_at"], decided_at=labelled["allocated_at"]
@@ -108,6 +109,7 @@ def latency_days(*, counts: pd.Series) -> int:
 def windows_after(
     *,
     last_labelled: pd.Timestamp,
+    last_known: pd.Timestamp,
     latency_days: int,
     valid_start: pd.Timestamp | None = None,
     test_start: pd.Timestamp | None = None,
@@ -120,7 +122,10 @@ def windows_after(
     """
     embargo = pd.Timedelta(days=latency_days)
     last = pd.Timestamp(last_labelled).normalize() + pd.Timedelta(days=1)
-    test_end = pd.Timestamp(test_end) if test_end is not None else last
+    # Rows decided within one latency of the history's end may still have open outcomes, and the
+    # ones already known are the quick (mostly on-time) ones: the default test stops before them.
+    complete_until = (pd.Timestamp(last_known) - embargo).normalize() + pd.Timedelta(days=1)
+    test_end = pd.Timestamp(test_end) if test_end is not None else min(last, complete_until)
     test_start = pd.Timestamp(test_start) if test_start is not None else test_end - pd.Timedelta(days=DEFAULT_TEST_DAYS)
     if valid_start is None:
         valid_start = test_start - max(pd.Timedelta(days=DEFAULT_VALID_DAYS), embargo) - embargo

@@ -101,16 +101,20 @@ def train_distributed(
         table = dd.read_parquet(str(folder))
         labelled = table[~table["label"].isna()]
         latency = latency_whole_days(known_at=labelled["label_known_at"], decided_at=labelled["allocated_at"])
-        first, last, last_labelled, latency_counts = dd.compute(
+        first, last, last_labelled, last_known, latency_counts = dd.compute(
             table["allocated_at"].min(),
             table["allocated_at"].max(),
             labelled["allocated_at"].max(),
+            labelled["label_known_at"].max(),
             latency.value_counts(),
         )
         if pd.isna(last_labelled):
             raise TrainingError(f"{model_name}: the history has no known outcomes yet: every label is still open")
         windows = windows_after(
-            last_labelled=last_labelled, latency_days=latency_days(counts=latency_counts), **boundaries
+            last_labelled=last_labelled,
+            last_known=last_known,
+            latency_days=latency_days(counts=latency_counts),
+            **boundaries,
         )
         check_windows(windows=windows, first=first, last=last)
         allocated, known = labelled["allocated_at"], labelled["label_known_at"]

@@ -9,6 +9,8 @@ import pytest
 
 from features.errors import HistoryError
 from features.history import load_history
+from features.labels import carrier_delay
+from features.offline import build_features
 from features.schema import REQUIRED_COLUMNS, validate_shipments
 
 
@@ -164,10 +166,45 @@ def test_a_mapping_naming_unknown_columns_is_refused(tmp_path, good_csv):
         load_history(path=good_csv, mapping_path=mapping)
 
 
-def test_required_columns_are_the_design_contract():
-    assert {"shipment_id", "order_id", "node_id", "carrier", "service", "promised_delivery"} <= set(REQUIRED_COLUMNS)
+def test_a_history_with_only_the_required_columns_loads_and_builds_features(tmp_path, small_history):
+    path = tmp_path / "minimal.csv"
+    small_history.shipments[list(REQUIRED_COLUMNS)].head(200).to_csv(path, index=False)
+    history, report = load_history(path=path)
+    assert report.rows_kept == 200
+    tables = build_features(history=history)
+    assert len(tables["carrier_delay"]) == 200 and tables["carrier_delay"]["label"].isna().all()
 
 
-def test_validation_finds_time_travel_in_the_twin(small_history):
-    _, report = validate_shipments(frame=small_history.shipments)
-    assert report.ok
+def test_a_mapping_time_zone_keeps_local_calendar_days(tmp_path):
+    frame = pd.DataFrame(
+        {
+            "shipment_id": ["a", "b", "c"],
+            "order_id": ["o"] * 3,
+            "order_time": ["2024-03-05 08:00"] * 3,
+            "allocated_at": ["2024-03-05 09:00"] * 3,
+            "node_id": ["n"] * 3,
+            "node_type": ["dc"] * 3,
+            "carrier": ["c"] * 3,
+            "service": ["ground"] * 3,
+            "promised_delivery": ["2024-03-05"] * 3,
+            "handed_over_at": ["2024-03-05T09:30:00Z"] * 3,
+            # Noon and 23:30 Berlin time are on the promised day; 00:30 the next day is late.
+            "delivered_at": ["2024-03-05 12:00", "2024-03-05T22:30:00Z", "2024-03-05T23:30:00Z"],
+        }
+    )
+    frame.to_csv(tmp_path / "export.csv", index=False)
+    (tmp_path / "mapping.yaml").write_text("timezone: Europe/Berlin\n")
+    history, _ = load_history(path=tmp_path / "export.csv", mapping_path=tmp_path / "mapping.yaml")
+    assert list(carrier_delay(shipments=history.shipments)) == [0.0, 0.0, 1.0]
+    assert history.shipments["handed_over_at"].iloc[0] == pd.Timestamp("2024-03-05 10:30")
+
+
+def test_an_unknown_time_zone_is_named(tmp_path, good_csv):
+    (tmp_path / "mapping.yaml").write_text("timezone: Mars/Olympus\n")
+    with pytest.raises(HistoryError, match="Mars/Olympus"):
+        load_history(path=good_csv, mapping_path=tmp_path / "mapping.yaml")
+
+
+def test_twin_history_has_no_time_travel(small_run):
+    _, report = validate_shipments(frame=small_run.shipments)
+    assert report.ok, report.problems[:5]

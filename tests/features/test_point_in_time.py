@@ -162,3 +162,44 @@ def test_feature_tables_carry_labels_and_when_they_became_known(small_history):
         known = table.dropna(subset=["label"])
         assert (known["label_known_at"] > known["allocated_at"]).all()
         assert 0.01 < known["label"].mean() < 0.5
+
+
+def test_a_query_ahead_of_the_events_does_not_settle_outcomes_a_late_event_contradicts():
+    """Asked at 10:00 before the 09:20 handover arrives, the state counts the parcel late; after, on time."""
+    state = OnlineFeatureState()
+    base = {
+        "node_id": "DC01",
+        "node_type": "dc",
+        "carrier": "c",
+        "service": "ground",
+        "origin_region": "nw",
+        "dest_region": "nw",
+        "distance_km": 10.0,
+        "promised_delivery": pd.Timestamp("2026-01-08"),
+    }
+    state.ingest(
+        {
+            **base,
+            "event_id": "a",
+            "event_type": "allocated",
+            "event_time": pd.Timestamp("2026-01-05 09:00"),
+            "shipment_id": "S1",
+            "ship_by": pd.Timestamp("2026-01-05 09:30"),
+        }
+    )
+    query = pd.DataFrame(
+        [{**base, "allocated_at": pd.Timestamp("2026-01-05 10:00"), "ship_by": pd.Timestamp("2026-01-05 16:00")}]
+    )
+    before = state.features(rows=query)
+    assert before["node_outcomes_7d"][0] == 1 and before["node_late_rate_1d"][0] > 0.5
+    state.ingest(
+        {
+            **base,
+            "event_id": "h",
+            "event_type": "handed_over",
+            "event_time": pd.Timestamp("2026-01-05 09:20"),
+            "shipment_id": "S1",
+        }
+    )
+    after = state.features(rows=query)
+    assert after["node_outcomes_7d"][0] == 1 and after["node_late_rate_1d"][0] < 0.5

@@ -171,5 +171,19 @@ def test_compare_rescores_champion_and_challenger_on_the_same_window(tables, tru
     assert [c.label for c in result.contenders] == ["champion v1", "challenger v2"]
     assert result.window_run_id == second.run_id
     assert result.rows == second.rows["test"]
-    assert result.deltas()[0]["logloss"] == 0.0
-    assert result.contenders[1].scores["logloss"] == pytest.approx(second.metrics["test_logloss"])
+    champion, challenger = result.contenders
+    assert challenger.scores["logloss"] == pytest.approx(second.metrics["test_logloss"])
+    assert result.deltas()[1]["logloss"] == pytest.approx(challenger.scores["logloss"] - champion.scores["logloss"])
+
+
+def test_compare_refuses_a_window_a_contender_was_fitted_on(tables, truth, tracking):
+    table = tables["node_congestion"]
+    late = train_model(model_name="node_congestion", table=table, windows=default_windows(table=table), truth=truth)
+    early_windows = default_windows(
+        table=table,
+        test_start=late.windows.test_start - pd.Timedelta(days=14),
+        test_end=late.windows.test_start - pd.Timedelta(days=7),
+    )
+    early = train_model(model_name="node_congestion", table=table, windows=early_windows, truth=truth)
+    with pytest.raises(TrainingError, match="scored on data it learned from"):
+        compare(model_name="node_congestion", runs=[late.run_id, early.run_id])
