@@ -20,13 +20,13 @@ import pandas as pd
 from features.definitions import (
     AGGREGATES,
     DAY,
-    STREAM_KEYS,
     active_disruptions,
     derive_features,
     static_features,
     window_bounds,
 )
 from features.errors import FeaturesError
+from features.history import History
 from features.schema import PICK_FAILURE_CODES
 
 CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
@@ -304,4 +304,103 @@ class OnlineFeatureState:
         )
 
 
-__all__ = ["OnlineFeatureState", "STREAM_KEYS"]
+def warm_start(*, history: History, as_of: pd.Timestamp) -> OnlineFeatureState:
+    """The state an event replay up to `as_of` would reach, built in bulk from a history (seconds, not hours).
+
+    Only facts known strictly before `as_of` enter; shipments with outcomes still open at `as_of`
+    are remembered with their deadlines, so the events that follow continue exactly where a
+    replay would have been.
+    """
+    from features.offline import build_streams  # the offline builder owns stream extraction
+
+    state = OnlineFeatureState()
+    cutoff = int(np.datetime64(pd.Timestamp(as_of).to_datetime64(), "s").astype(np.int64))
+    shipments = history.shipments[history.shipments["allocated_at"] < as_of].reset_index(drop=True)
+    streams = build_streams(shipments=shipments, as_of=np.datetime64(cutoff - 1, "s"))
+    latest = []
+    for stream, entries in streams.items():
+        known = entries.time < cutoff
+        if known.any():
+            latest.append(int(entries.time[known].max()))
+        frame = pd.DataFrame({"time": entries.time[known], "value": entries.value[known]})
+        for key, column in entries.attrs.items():
+            frame[key] = column[known]
+        frame = frame.sort_values("time", kind="stable")
+        for keyset in state._keysets.get(stream, ()):
+            if not keyset:
+                state._series[(stream, (), ())] = _bulk_series(frame)
+                continue
+            usable = frame.dropna(subset=list(keyset))
+            for key, group in usable.groupby(list(keyset), sort=False):
+                state._series[(stream, keyset, key if isinstance(key, tuple) else (key,))] = _bulk_series(group)
+    _remember_open_shipments(state=state, shipments=shipments, cutoff=cutoff)
+    if history.node_days is not None:
+        days = history.node_days[history.node_days["date"] < as_of]
+        for row in days.itertuples(index=False):
+            midnight = int(np.datetime64(pd.Timestamp(row.date).to_datetime64(), "s").astype(np.int64))
+            state._node_days[(str(row.node_id), midnight)] = (_number(row.capacity), _number(row.backlog_start))
+    if history.notices is not None:
+        for row in history.notices[history.notices["announced_at"] < as_of].to_dict("records"):
+            state._notices.append(
+                {k: row.get(k) for k in ("announced_at", "start", "end", "region", "carrier", "severity")}
+            )
+    state._clock = max(latest) if latest else None
+    return state
+
+
+def _bulk_series(frame: pd.DataFrame) -> _Series:
+    """A series from time-sorted entries."""
+    values = frame["value"].astype(float).tolist()
+    return _Series(times=frame["time"].astype(int).tolist(), values=values, prefix=[0.0, *accumulate(values)])
+
+
+def _remember_open_shipments(*, state: OnlineFeatureState, shipments: pd.DataFrame, cutoff: int) -> None:
+    """Pending records and deadline timers for shipments whose outcomes are still open at the cutoff."""
+    from features.labels import carrier_exception, pick_failed, promised_end
+
+    def seconds(column: str) -> np.ndarray:
+        return shipments[column].to_numpy(dtype="datetime64[s]").astype(np.int64)
+
+    nat = np.iinfo(np.int64).min
+    ship_by, handed, delivered = seconds("ship_by"), seconds("handed_over_at"), seconds("delivered_at")
+    exception_at = seconds("exception_at")
+    deadline = promised_end(shipments=shipments).astype(np.int64)
+    failed, carrier_flag = pick_failed(shipments=shipments), carrier_exception(shipments=shipments)
+    ids = shipments["shipment_id"].to_numpy(dtype=object)
+    attrs = {
+        k: shipments[k].to_numpy(dtype=object)
+        for k in ("node_id", "node_type", "carrier", "service", "origin_region", "dest_region")
+    }
+    timers = []
+    for i in range(len(shipments)):
+        has_ship_by = ship_by[i] != nat
+        handed_before = handed[i] != nat and handed[i] < cutoff
+        cancelled = (
+            bool(failed[i])
+            and exception_at[i] != nat
+            and exception_at[i] < cutoff
+            and (not has_ship_by or exception_at[i] <= ship_by[i] + 1)
+        )
+        handover_done = (not has_ship_by) or handed_before or cancelled or ship_by[i] + 1 < cutoff
+        delivered_before = delivered[i] != nat and delivered[i] < cutoff
+        late_deadline = max(int(handed[i]), int(deadline[i])) if handed_before else None
+        delivery_done = delivered_before or (late_deadline is not None and late_deadline < cutoff)
+        if handover_done and (delivery_done or cancelled):
+            continue
+        pending = _Pending(
+            attrs={k: v[i] for k, v in attrs.items()},
+            ship_by=int(ship_by[i]) if has_ship_by else None,
+            promised_end=int(deadline[i]),
+            handover_done=handover_done,
+            delivery_done=delivery_done,
+            handed_at=int(handed[i]) if handed_before else None,
+            cancelled=cancelled,
+            carrier_exception_seen=bool(carrier_flag[i]) and exception_at[i] != nat and exception_at[i] < cutoff,
+        )
+        state._pending[str(ids[i])] = pending
+        if not handover_done:
+            timers.append((int(ship_by[i]) + 1, "handover", str(ids[i])))
+        if late_deadline is not None and not delivery_done:
+            timers.append((late_deadline, "delivery", str(ids[i])))
+    for time, kind, shipment_id in sorted(timers):
+        state._arm(time=time, shipment_id=shipment_id, kind=kind)
