@@ -395,6 +395,18 @@ def models_compare(
     console.print("Δ is against the first row; lower is better for log loss, Brier and ECE.")
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+) -> None:
+    """Start the HTTP service (risk scores, routing decisions) on the embedded default or your settings."""
+    import uvicorn
+
+    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
 def _ensure_twin(*, folder: Path, settings) -> None:
     """Simulate the default scenario into folder when it is absent or empty; never over someone's files."""
     from features.twin.output import read_manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +16,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     scenario: str = "default"
     seed: int = 7
+    ruleset_path: Path | None = Field(default=None, description="ruleset file; default the seed ruleset")
+    mlflow_tracking_uri: str | None = Field(default=None, description="default MLFLOW_TRACKING_URI or mlruns/")
+    freshness_limit_minutes: float = Field(default=180.0, gt=0, description="older features mean degraded mode")
+    max_batch: int = Field(default=1_000, ge=1, description="candidates per risk-score request")
+    warm_start_history: Path | None = Field(default=None, description="history that seeds the online features")
 
     @property
     def history_dir(self) -> Path:

@@ -1,0 +1,265 @@
+"""What the service holds while it runs (ruleset, models, online features) and the calls it answers.
+
+Everything here is callable without HTTP: the routers only translate bodies and status codes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.online import OnlineFeatureState, warm_start
+from rules.engine import Candidate, Decision, Order, OrderLine, RiskQueries, ShippingOption, decide_batch
+from rules.schema import Ruleset, load_ruleset, seed_ruleset_path
+from serving import schemas
+from serving.scorer import ModelScorer, ModelSet, query_rows
+from serving.settings import Settings
+
+log = logging.getLogger("riskroute.serving")
+MODEL_NAMES = ("carrier_delay", "node_congestion")
+TOP_CONTRIBUTIONS = 5
+
+
+class BatchTooLarge(Exception):
+    """More candidates than one request may carry."""
+
+    status_code = 413
+
+
+@dataclass
+class Runtime:
+    """The service's loaded state."""
+
+    settings: Settings
+    ruleset: Ruleset
+    models: ModelSet
+    state: OnlineFeatureState
+    load_problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def scorer(self) -> ModelScorer:
+        """The risk scorer over the models and features in service."""
+        return ModelScorer(
+            models=self.models,
+            state=self.state,
+            freshness_limit=timedelta(minutes=self.settings.freshness_limit_minutes),
+        )
+
+
+def load_models(*, tracking_uri: str | None) -> tuple[ModelSet, dict[str, str]]:
+    """Each model's @champion, or None with the reason it could not load (the service still starts)."""
+    from training.tracking import configure, load_registered
+
+    configure(tracking_uri=tracking_uri)
+    loaded, problems = {}, {}
+    for name in MODEL_NAMES:
+        try:
+            loaded[name] = load_registered(model_name=name, alias="champion")
+        except Exception as exc:  # noqa: BLE001 - any failure to load means serving without that model
+            problems[name] = f"{type(exc).__name__}: {exc}"
+            log.warning("model %s not loaded: %s", name, problems[name])
+    return ModelSet(**loaded), problems
+
+
+def load_state(*, history_path: Path | None) -> tuple[OnlineFeatureState, str | None]:
+    """The online features, warm-started from a history folder when there is one."""
+    from features.history import load_history
+
+    if history_path is None or not history_path.exists():
+        return OnlineFeatureState(), "no history to warm the online features from"
+    history, _ = load_history(path=history_path)
+    as_of = history.shipments["allocated_at"].max() + pd.Timedelta(seconds=1)
+    return warm_start(history=history, as_of=as_of), None
+
+
+def start(*, settings: Settings) -> Runtime:
+    """Load everything the service needs; what fails to load is recorded, not fatal."""
+    ruleset = load_ruleset(path=settings.ruleset_path or seed_ruleset_path())
+    models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
+    state, state_problem = load_state(history_path=settings.warm_start_history or settings.history_dir)
+    if state_problem:
+        problems["features"] = state_problem
+    return Runtime(settings=settings, ruleset=ruleset, models=models, state=state, load_problems=problems)
+
+
+def _now() -> datetime:
+    """Now, as the naive wall-clock time the features are kept in."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _naive(value: datetime) -> datetime:
+    """A request time as naive wall-clock (times with an offset are converted to UTC)."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, request_id: str) -> schemas.RiskScoresRead:
+    """Risk for a batch of candidates, with an explanation from LightGBM's own contributions if asked."""
+    if len(body.candidates) > runtime.settings.max_batch:
+        raise BatchTooLarge(
+            f"candidates: {len(body.candidates)} in one request; the limit is {runtime.settings.max_batch}"
+        )
+    now = _now()
+    cands = body.candidates
+    queries = RiskQueries(
+        decided_at=[_naive(c.decided_at) if c.decided_at else now for c in cands],
+        node_id=[c.node_id for c in cands],
+        node_type=[c.node_type for c in cands],
+        origin_region=[c.origin_region for c in cands],
+        dest_region=[c.dest_region for c in cands],
+        carrier=[c.carrier for c in cands],
+        service=[c.service for c in cands],
+        distance_km=[c.distance_km for c in cands],
+        ship_by=[_naive(c.ship_by) for c in cands],
+        promised_delivery=[c.promised_delivery for c in cands],
+    )
+    scorer = runtime.scorer
+    scores = scorer.score(queries)
+    late = 1.0 - (1.0 - scores.carrier_delay) * (1.0 - scores.node_congestion)
+    explanations = _explain(runtime=runtime, queries=queries) if body.explain else [None] * len(cands)
+    last = runtime.state.last_event_at
+    freshness = (pd.Timestamp(max(queries.decided_at)) - last).total_seconds() if last is not None else None
+    return schemas.RiskScoresRead(
+        request_id=request_id,
+        scores=[
+            schemas.CandidateRiskRead(
+                carrier_delay_risk=float(scores.carrier_delay[i]),
+                node_congestion_risk=float(scores.node_congestion[i]),
+                late_risk=float(late[i]),
+                explanation=explanations[i],
+            )
+            for i in range(len(cands))
+        ],
+        model_versions=scores.model_versions,
+        feature_freshness_seconds=freshness,
+        degraded=bool(scores.degraded.any()),
+        degraded_reasons=list(scores.notes),
+    )
+
+
+def _explain(*, runtime: Runtime, queries: RiskQueries) -> list[dict[str, list[schemas.Contribution]] | None]:
+    """The features that pushed each candidate's risk most, per model (log-odds contributions)."""
+    features = runtime.state.features(rows=query_rows(queries=queries))
+    per_row: list[dict[str, list[schemas.Contribution]]] = [{} for _ in range(len(queries))]
+    for name in MODEL_NAMES:
+        registered = getattr(runtime.models, name)
+        if registered is None:
+            continue
+        model = registered.model
+        contributions = model.contributions(model.encode(features))[:, :-1]
+        for i, row in enumerate(contributions):
+            top = np.argsort(-np.abs(row), kind="stable")[:TOP_CONTRIBUTIONS]
+            per_row[i][name] = [
+                schemas.Contribution(feature=model.features_[j], contribution=float(row[j])) for j in top
+            ]
+    return per_row
+
+
+def _order(*, body: schemas.DecisionCreate, excluded: list[schemas.Exclusion]) -> tuple[Order, list[Candidate]]:
+    """Engine inputs from a request body."""
+    o = body.order
+    order = Order(
+        order_id=o.order_id,
+        lines=tuple(
+            OrderLine(line_id=x.line_id, sku=x.sku, quantity=x.quantity, hazmat=x.hazmat, group=x.group)
+            for x in o.lines
+        ),
+        dest_region=o.dest_region,
+        tier=o.tier,
+        promised_delivery=o.promised_delivery,
+        decided_at=_naive(o.decided_at) if o.decided_at else _now(),
+        excluded=tuple((e.node_id, e.carrier, e.service) for e in excluded),
+    )
+    candidates = [
+        Candidate(
+            node_id=c.node_id,
+            node_type=c.node_type,
+            region=c.region,
+            handling_cost=c.handling_cost,
+            available=dict(c.available),
+            capacity=c.capacity,
+            assigned_today=c.assigned_today,
+            distance_km=c.distance_km,
+            options=tuple(
+                ShippingOption(
+                    carrier=p.carrier,
+                    service=p.service,
+                    cost=p.cost,
+                    transit_days=p.transit_days,
+                    ship_by=_naive(p.ship_by),
+                )
+                for p in c.options
+            ),
+        )
+        for c in body.candidates
+    ]
+    return order, candidates
+
+
+def decide(
+    *, runtime: Runtime, body: schemas.DecisionCreate, request_id: str, excluded: list[schemas.Exclusion] | None = None
+) -> schemas.DecisionRead:
+    """Route one order: the engine's decision and trace, stamped with the ruleset and models that made it."""
+    order, candidates = _order(body=body, excluded=excluded or [])
+    scorer = runtime.scorer
+    decision: Decision = decide_batch(orders=[order], candidates=[candidates], ruleset=runtime.ruleset, scorer=scorer)[
+        0
+    ]
+    return schemas.DecisionRead(
+        request_id=request_id,
+        order_id=decision.order_id,
+        status="routed" if decision.chosen else "unroutable",
+        chosen=_allocation(decision.chosen),
+        runner_up=_allocation(decision.runner_up),
+        margin=decision.margin,
+        unroutable_reason=decision.unroutable_reason,
+        ruleset_name=decision.ruleset_name,
+        ruleset_hash=decision.ruleset_hash,
+        model_versions=runtime.models.versions(),
+        degraded=decision.degraded,
+        degraded_reasons=list(decision.notes),
+        trace=[
+            schemas.OptionTraceRead(
+                node_id=t.node_id,
+                carrier=t.carrier,
+                service=t.service,
+                lines=list(t.lines),
+                eligible=t.eligible,
+                excluded_by=t.excluded_by,
+                carrier_delay_risk=t.p_carrier_delay,
+                node_congestion_risk=t.p_node_congestion,
+                late_risk=t.p_late,
+                shipping=t.shipping,
+                handling=t.handling,
+                late_penalty=t.late_penalty,
+                lane_adjustment=t.lane_adjustment,
+                total=t.total if np.isfinite(t.total) else None,
+            )
+            for t in decision.candidates
+        ],
+    )
+
+
+def _allocation(allocation) -> schemas.AllocationRead | None:
+    if allocation is None:
+        return None
+    return schemas.AllocationRead(
+        total=allocation.total,
+        shipments=[
+            schemas.ShipmentRead(
+                node_id=s.node_id,
+                carrier=s.carrier,
+                service=s.service,
+                lines=list(s.lines),
+                ship_by=s.ship_by,
+                arrival=s.arrival,
+                late_risk=s.p_late,
+                cost=s.cost,
+            )
+            for s in allocation.shipments
+        ],
+    )

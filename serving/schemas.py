@@ -1,0 +1,189 @@
+"""Request and response bodies of the HTTP API (pydantic); invalid input is a 422 naming the field."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Service = Literal["ground", "two_day", "next_day"]
+NodeType = Literal["dc", "store", "3pl", "dropship"]
+Tier = Literal["standard", "plus", "premium"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CandidateRiskCreate(_Body):
+    """One (node, carrier, service) option to price."""
+
+    node_id: str = Field(min_length=1)
+    node_type: NodeType
+    origin_region: str | None = None
+    carrier: str = Field(min_length=1)
+    service: Service
+    dest_region: str | None = None
+    distance_km: float | None = Field(default=None, ge=0)
+    ship_by: datetime
+    promised_delivery: date
+    decided_at: datetime | None = Field(default=None, description="decision time; default: now")
+
+
+class RiskScoresCreate(_Body):
+    """A batch of candidates to score."""
+
+    candidates: list[CandidateRiskCreate] = Field(min_length=1)
+    explain: bool = False
+
+
+class Contribution(BaseModel):
+    """One feature's share of a model's log-odds for a candidate."""
+
+    feature: str
+    contribution: float
+
+
+class CandidateRiskRead(BaseModel):
+    """Risk of one candidate."""
+
+    carrier_delay_risk: float
+    node_congestion_risk: float
+    late_risk: float
+    explanation: dict[str, list[Contribution]] | None = None
+
+
+class RiskScoresRead(BaseModel):
+    """Risk of every candidate, with the models that priced them and how fresh their features were."""
+
+    request_id: str
+    scores: list[CandidateRiskRead]
+    model_versions: dict[str, str]
+    feature_freshness_seconds: float | None
+    degraded: bool
+    degraded_reasons: list[str]
+
+
+class OrderLineCreate(_Body):
+    """One line of an order."""
+
+    line_id: str = Field(min_length=1)
+    sku: str = Field(min_length=1)
+    quantity: int = Field(default=1, ge=1)
+    hazmat: bool = False
+    group: str | None = None
+
+
+class OrderCreate(_Body):
+    """The order to route."""
+
+    order_id: str = Field(min_length=1)
+    lines: list[OrderLineCreate] = Field(min_length=1, max_length=12)
+    dest_region: str = Field(min_length=1)
+    tier: Tier = "standard"
+    promised_delivery: date
+    decided_at: datetime | None = None
+
+
+class ShippingOptionCreate(_Body):
+    """A carrier service a node can ship with."""
+
+    carrier: str = Field(min_length=1)
+    service: Service
+    cost: float = Field(ge=0)
+    transit_days: int = Field(ge=0, le=60)
+    ship_by: datetime
+
+
+class CandidateNodeCreate(_Body):
+    """A node that could ship (part of) the order."""
+
+    node_id: str = Field(min_length=1)
+    node_type: NodeType
+    region: str = Field(min_length=1)
+    handling_cost: float = Field(default=0.0, ge=0)
+    available: dict[str, int] = Field(description="line_id -> units on hand")
+    options: list[ShippingOptionCreate] = Field(min_length=1)
+    capacity: float | None = Field(default=None, ge=0)
+    assigned_today: float = Field(default=0.0, ge=0)
+    distance_km: float | None = Field(default=None, ge=0)
+
+
+class Exclusion(_Body):
+    """What failed and must not be chosen again (a node, or one of its carrier services)."""
+
+    node_id: str
+    carrier: str | None = None
+    service: Service | None = None
+    reason: Literal["node_rejected", "short_pick", "carrier_refused", "other"] = "other"
+
+
+class DecisionCreate(_Body):
+    """An order and its candidates."""
+
+    order: OrderCreate
+    candidates: list[CandidateNodeCreate] = Field(min_length=1)
+
+
+class RerouteCreate(DecisionCreate):
+    """A decision again after an exception, excluding what failed."""
+
+    excluded: list[Exclusion] = Field(min_length=1)
+
+
+class ShipmentRead(BaseModel):
+    """One shipment of the chosen (or runner-up) allocation."""
+
+    node_id: str
+    carrier: str
+    service: str
+    lines: list[str]
+    ship_by: datetime
+    arrival: date
+    late_risk: float
+    cost: float
+
+
+class AllocationRead(BaseModel):
+    """An allocation and its total cost."""
+
+    shipments: list[ShipmentRead]
+    total: float
+
+
+class OptionTraceRead(BaseModel):
+    """How one candidate option fared."""
+
+    node_id: str
+    carrier: str
+    service: str
+    lines: list[str]
+    eligible: bool
+    excluded_by: str | None
+    carrier_delay_risk: float
+    node_congestion_risk: float
+    late_risk: float
+    shipping: float
+    handling: float
+    late_penalty: float
+    lane_adjustment: float
+    total: float | None
+
+
+class DecisionRead(BaseModel):
+    """The decision, its trace, and what made it (so it can be replayed)."""
+
+    request_id: str
+    order_id: str
+    status: Literal["routed", "unroutable"]
+    chosen: AllocationRead | None
+    runner_up: AllocationRead | None
+    margin: float | None
+    unroutable_reason: str | None
+    ruleset_name: str
+    ruleset_hash: str
+    model_versions: dict[str, str]
+    degraded: bool
+    degraded_reasons: list[str]
+    trace: list[OptionTraceRead]

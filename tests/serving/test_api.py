@@ -1,0 +1,189 @@
+"""The HTTP API as a routing engine calls it, against real registered models and warm online features."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from features.online import warm_start
+from rules.schema import load_ruleset, seed_ruleset_path
+from serving.app import REQUEST_ID_HEADER, create_app
+from serving.runtime import Runtime
+from serving.scorer import ModelSet
+from serving.settings import Settings
+from training.datasets import default_windows
+from training.tracking import configure, load_registered
+from training.train import train_model
+
+
+@pytest.fixture(scope="module")
+def decided(twin):
+    """The decision time the tests ask at: inside the history, after the state's last event."""
+    return twin.shipments["allocated_at"].quantile(0.9).floor("h")
+
+
+@pytest.fixture(scope="module")
+def client(twin, tables, truth, decided, tmp_path_factory):
+    configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('api') / 'mlflow.db'}")
+    for name in ("carrier_delay", "node_congestion"):
+        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
+    runtime = Runtime(
+        settings=Settings(max_batch=100, freshness_limit_minutes=240),
+        ruleset=load_ruleset(path=seed_ruleset_path()),
+        models=ModelSet(
+            carrier_delay=load_registered(model_name="carrier_delay", alias="champion"),
+            node_congestion=load_registered(model_name="node_congestion", alias="champion"),
+        ),
+        state=warm_start(history=twin, as_of=decided),
+    )
+    with TestClient(create_app(runtime=runtime)) as test_client:
+        yield test_client
+
+
+def _candidates(twin, decided, n):
+    rows = twin.shipments[twin.shipments["allocated_at"] >= decided].head(n)
+    return [
+        {
+            "node_id": r.node_id,
+            "node_type": r.node_type,
+            "origin_region": r.origin_region,
+            "carrier": r.carrier,
+            "service": r.service,
+            "dest_region": r.dest_region,
+            "distance_km": r.distance_km,
+            "ship_by": r.ship_by.isoformat(),
+            "promised_delivery": r.promised_delivery.date().isoformat(),
+            "decided_at": decided.isoformat(),
+        }
+        for r in rows.itertuples()
+    ]
+
+
+def test_risk_scores_price_every_candidate_with_model_versions(client, twin, decided):
+    response = client.post(
+        "/v1/risk-scores",
+        json={"candidates": _candidates(twin, decided, 50), "explain": True},
+        headers={REQUEST_ID_HEADER: "req-1"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers[REQUEST_ID_HEADER] == "req-1" == body["request_id"]
+    assert body["model_versions"] == {"carrier_delay": "1", "node_congestion": "1"}
+    assert not body["degraded"] and body["feature_freshness_seconds"] < 3600
+    assert len(body["scores"]) == 50
+    first = body["scores"][0]
+    assert first["late_risk"] == pytest.approx(
+        1 - (1 - first["carrier_delay_risk"]) * (1 - first["node_congestion_risk"])
+    )
+    assert len(first["explanation"]["carrier_delay"]) == 5
+
+
+def test_too_many_candidates_is_413_and_bad_input_is_422_naming_the_field(client, twin, decided):
+    too_many = client.post("/v1/risk-scores", json={"candidates": _candidates(twin, decided, 1) * 101})
+    assert too_many.status_code == 413 and "limit is 100" in too_many.json()["detail"]
+    bad = _candidates(twin, decided, 1)
+    bad[0]["service"] = "teleport"
+    invalid = client.post("/v1/risk-scores", json={"candidates": bad})
+    assert invalid.status_code == 422
+    assert invalid.json()["detail"][0]["loc"][-1] == "service"
+    assert REQUEST_ID_HEADER in invalid.headers
+
+
+def test_unknown_node_and_carrier_get_fallback_risk_not_an_error(client, twin, decided):
+    odd = _candidates(twin, decided, 1)
+    odd[0].update(node_id="NEW-NODE", carrier="new-carrier", dest_region="atlantis")
+    response = client.post("/v1/risk-scores", json={"candidates": odd})
+    assert response.status_code == 200
+    score = response.json()["scores"][0]
+    assert 0 < score["carrier_delay_risk"] < 1 and 0 < score["node_congestion_risk"] < 1
+
+
+def test_stale_features_are_flagged_degraded_but_still_answered(client, twin, decided):
+    later = _candidates(twin, decided, 3)
+    for c in later:
+        c["decided_at"] = (decided + timedelta(hours=12)).isoformat()
+    body = client.post("/v1/risk-scores", json={"candidates": later}).json()
+    assert body["degraded"] and any("old" in r for r in body["degraded_reasons"])
+
+
+def _order_body(decided):
+    ship_by = (decided + pd.Timedelta(hours=6)).isoformat()
+    return {
+        "order": {
+            "order_id": "O-1",
+            "dest_region": "nw",
+            "tier": "plus",
+            "promised_delivery": (decided + pd.Timedelta(days=4)).date().isoformat(),
+            "decided_at": decided.isoformat(),
+            "lines": [{"line_id": "L1", "sku": "K1"}, {"line_id": "L2", "sku": "K2", "hazmat": True}],
+        },
+        "candidates": [
+            {
+                "node_id": "DC01",
+                "node_type": "dc",
+                "region": "nw",
+                "handling_cost": 1.2,
+                "available": {"L1": 3, "L2": 1},
+                "options": [
+                    {"carrier": "parcelway", "service": "ground", "cost": 7.5, "transit_days": 2, "ship_by": ship_by},
+                    {"carrier": "swiftship", "service": "two_day", "cost": 9.0, "transit_days": 2, "ship_by": ship_by},
+                ],
+            },
+            {
+                "node_id": "ST01",
+                "node_type": "store",
+                "region": "nw",
+                "handling_cost": 2.8,
+                "available": {"L1": 1},
+                "options": [
+                    {"carrier": "parcelway", "service": "ground", "cost": 6.0, "transit_days": 1, "ship_by": ship_by}
+                ],
+            },
+        ],
+    }
+
+
+def test_a_routing_decision_comes_with_its_trace_ruleset_and_models(client, decided):
+    response = client.post("/v1/routing/decisions", json=_order_body(decided))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "routed"
+    assert body["ruleset_name"] == "seed" and len(body["ruleset_hash"]) == 64
+    assert body["model_versions"] == {"carrier_delay": "1", "node_congestion": "1"}
+    shipped = sorted(line for s in body["chosen"]["shipments"] for line in s["lines"])
+    assert shipped == ["L1", "L2"]
+    assert {t["node_id"] for t in body["trace"]} == {"DC01", "ST01"}
+    assert any(t["excluded_by"] for t in body["trace"]) or body["runner_up"] is not None
+
+
+def test_a_reroute_never_picks_what_failed(client, decided):
+    body = {**_order_body(decided), "excluded": [{"node_id": "DC01", "reason": "node_rejected"}]}
+    response = client.post("/v1/routing/reroute", json=body)
+    assert response.status_code == 200
+    decision = response.json()
+    assert decision["status"] == "unroutable"  # only DC01 may ship the hazmat line
+    assert "L2" in decision["unroutable_reason"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["model_versions"]["carrier_delay"] == "1"
+
+
+def test_readiness_is_503_without_models(twin, decided):
+    runtime = Runtime(
+        settings=Settings(),
+        ruleset=load_ruleset(path=seed_ruleset_path()),
+        models=ModelSet(),
+        state=warm_start(history=twin, as_of=decided),
+        load_problems={"carrier_delay": "not found"},
+    )
+    with TestClient(create_app(runtime=runtime)) as local:
+        assert local.get("/readyz").status_code == 503
+        scored = local.post("/v1/risk-scores", json={"candidates": _candidates(twin, decided, 2)}).json()
+        assert scored["degraded"] and scored["model_versions"] == {}
+        assert local.post("/v1/routing/decisions", json=_order_body(decided)).json()["status"] == "routed"
