@@ -34,6 +34,33 @@ def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.isclose(a.astype(float), b.astype(float), rtol=1e-12, atol=1e-12, equal_nan=True)
 
 
+def _replay(*, state: OnlineFeatureState, events: pd.DataFrame, rows: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Apply events in order and ask the state for each row's features at its decision time."""
+    event_times = events["event_time"].to_numpy(dtype="datetime64[s]")
+    records = events.to_dict("records")
+    query_times = rows["allocated_at"].to_numpy(dtype="datetime64[s]")
+    answers = {name: np.empty(len(rows), dtype=object) for name in FEATURE_NAMES}
+    next_event = 0
+    for t in np.unique(query_times):
+        while next_event < len(records) and event_times[next_event] < t:
+            state.ingest(records[next_event])
+            next_event += 1
+        at_t = np.flatnonzero(query_times == t)
+        answer = state.features(rows=rows.iloc[at_t])
+        for name in FEATURE_NAMES:
+            answers[name][at_t] = answer[name]
+    return answers
+
+
+def _mismatches(expected: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> dict[str, int]:
+    """Features that differ, with how many rows differ."""
+    return {
+        name: int((~_same(expected[name], actual[name])).sum())
+        for name in FEATURE_NAMES
+        if not _same(expected[name], actual[name]).all()
+    }
+
+
 @pytest.fixture(scope="module")
 def tiny_history() -> History:
     """Two weeks of a quiet network: small enough to replay event by event."""
@@ -109,26 +136,8 @@ def test_offline_and_online_agree_after_replaying_the_same_events(tiny_history):
     events = events_from_history(history=tiny_history)
     _, report = validate_events(frame=events)
     assert report.ok, report.problems[:5]
-    state = OnlineFeatureState()
-    event_times = events["event_time"].to_numpy(dtype="datetime64[s]")
-    records = events.to_dict("records")
-    query_times = shipments["allocated_at"].to_numpy(dtype="datetime64[s]")
-    online_features = {name: np.empty(len(shipments), dtype=object) for name in FEATURE_NAMES}
-    next_event = 0
-    for t in np.unique(query_times):
-        while next_event < len(records) and event_times[next_event] < t:
-            state.ingest(records[next_event])
-            next_event += 1
-        at_t = np.flatnonzero(query_times == t)
-        answer = state.features(rows=shipments.iloc[at_t])
-        for name in FEATURE_NAMES:
-            online_features[name][at_t] = answer[name]
-    mismatched = {
-        name: int((~_same(offline_features[name], online_features[name])).sum())
-        for name in FEATURE_NAMES
-        if not _same(offline_features[name], online_features[name]).all()
-    }
-    assert mismatched == {}
+    online_features = _replay(state=OnlineFeatureState(), events=events, rows=shipments)
+    assert _mismatches(offline_features, online_features) == {}
     # The comparison is not vacuous: the rolling rates are mostly known, not all missing.
     assert np.isfinite(offline_features["lane_late_rate_28d"].astype(float)).mean() > 0.7
     assert np.nanmax(offline_features["assigned_today"].astype(float)) > 10
@@ -213,26 +222,7 @@ def test_a_warm_start_continues_exactly_like_a_full_replay(tiny_history):
     cutoff = shipments["allocated_at"].quantile(0.6).floor("h")
     state = warm_start(history=tiny_history, as_of=cutoff)
     events = events_from_history(history=tiny_history)
-    later = events[events["event_time"] >= cutoff]
-    event_times = later["event_time"].to_numpy(dtype="datetime64[s]")
-    records = later.to_dict("records")
     rows = shipments[shipments["allocated_at"] >= cutoff].reset_index(drop=True)
-    offline_features = _features(tiny_history, rows)
-    query_times = rows["allocated_at"].to_numpy(dtype="datetime64[s]")
-    online_features = {name: np.empty(len(rows), dtype=object) for name in FEATURE_NAMES}
-    next_event = 0
-    for t in np.unique(query_times):
-        while next_event < len(records) and event_times[next_event] < t:
-            state.ingest(records[next_event])
-            next_event += 1
-        at_t = np.flatnonzero(query_times == t)
-        answer = state.features(rows=rows.iloc[at_t])
-        for name in FEATURE_NAMES:
-            online_features[name][at_t] = answer[name]
-    mismatched = {
-        name: int((~_same(offline_features[name], online_features[name])).sum())
-        for name in FEATURE_NAMES
-        if not _same(offline_features[name], online_features[name]).all()
-    }
-    assert mismatched == {}
+    online_features = _replay(state=state, events=events[events["event_time"] >= cutoff], rows=rows)
+    assert _mismatches(_features(tiny_history, rows), online_features) == {}
     assert len(rows) > 500
