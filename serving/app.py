@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from features.errors import FeaturesError
 from rules.errors import RulesError
 from serving import runtime as runtime_module
+from serving.metrics import Metrics
 from serving.routers import health, routing, scores
 from serving.settings import Settings, get_settings
 from training.errors import TrainingError
@@ -26,6 +28,7 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime or runtime_module.start(settings=settings or get_settings())
+        app.state.metrics.models(versions=app.state.runtime.models.versions(), names=runtime_module.MODEL_NAMES)
         yield
 
     app = FastAPI(
@@ -35,14 +38,26 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
         lifespan=lifespan,
     )
 
+    app.state.metrics = Metrics()
+
     @app.middleware("http")
     async def request_id(request: Request, call_next):
-        """Every response carries a request id (the caller's, or a new one)."""
+        """Every response carries a request id (the caller's, or a new one); its latency is recorded."""
         identifier = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         request.state.request_id = identifier
+        started = time.perf_counter()
         response = await call_next(request)
+        route = request.scope.get("route")
+        app.state.metrics.latency.labels(
+            endpoint=getattr(route, "path", "unmatched"), method=request.method, status=str(response.status_code)
+        ).observe(time.perf_counter() - started)
         response.headers[REQUEST_ID_HEADER] = identifier
         return response
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        """Prometheus exposition."""
+        return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
         """Domain errors carry their status code and a message naming what is wrong."""

@@ -187,3 +187,15 @@ def test_readiness_is_503_without_models(twin, decided):
         scored = local.post("/v1/risk-scores", json={"candidates": _candidates(twin, decided, 2)}).json()
         assert scored["degraded"] and scored["model_versions"] == {}
         assert local.post("/v1/routing/decisions", json=_order_body(decided)).json()["status"] == "routed"
+
+
+def test_metrics_expose_latency_per_endpoint_models_and_degraded_answers(client, twin, decided):
+    later = _candidates(twin, decided, 2)
+    for c in later:
+        c["decided_at"] = (decided + timedelta(hours=12)).isoformat()
+    client.post("/v1/risk-scores", json={"candidates": later})
+    text = client.get("/metrics").text
+    assert 'riskroute_request_seconds_count{endpoint="/v1/risk-scores",method="POST",status="200"}' in text
+    assert 'riskroute_model_version{model="carrier_delay"} 1.0' in text
+    assert 'riskroute_degraded_responses_total{endpoint="/v1/risk-scores"}' in text
+    assert 'riskroute_fallback_scores_total{model="carrier_delay"}' in text
