@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +23,16 @@ REQUEST_ID_HEADER = "X-Request-ID"
 DOMAIN_ERRORS = (FeaturesError, RulesError, TrainingError, runtime_module.BatchTooLarge)
 
 
+async def _follow_champion(app: FastAPI) -> None:
+    """Poll the registry and swap in a moved @champion (in a thread: loading a model blocks)."""
+    runtime = app.state.runtime
+    while True:
+        await asyncio.sleep(runtime.settings.model_poll_seconds)
+        changes = await asyncio.to_thread(runtime_module.refresh_models, runtime=runtime)
+        if changes:
+            app.state.metrics.models(versions=runtime.models.versions(), names=runtime_module.MODEL_NAMES)
+
+
 def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runtime | None = None) -> FastAPI:
     """The service; `runtime` can be handed in (tests), otherwise it is loaded at startup."""
 
@@ -29,7 +40,10 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime or runtime_module.start(settings=settings or get_settings())
         app.state.metrics.models(versions=app.state.runtime.models.versions(), names=runtime_module.MODEL_NAMES)
+        watcher = asyncio.create_task(_follow_champion(app)) if runtime is None else None
         yield
+        if watcher is not None:
+            watcher.cancel()
 
     app = FastAPI(
         title="riskroute",

@@ -66,6 +66,38 @@ def load_models(*, tracking_uri: str | None) -> tuple[ModelSet, dict[str, str]]:
     return ModelSet(**loaded), problems
 
 
+def refresh_models(*, runtime: Runtime) -> dict[str, str]:
+    """Follow @champion: load a moved alias's version and swap it in whole; a failed load keeps the old model.
+
+    Returns what changed or failed, by model name, for logs.
+    """
+    from training.tracking import alias_version, load_registered
+
+    changes: dict[str, str] = {}
+    current = runtime.models
+    loaded = {name: getattr(current, name) for name in MODEL_NAMES}
+    for name in MODEL_NAMES:
+        try:
+            wanted = alias_version(model_name=name, alias="champion")
+        except Exception as exc:  # noqa: BLE001 - a registry outage must not stop serving
+            changes[name] = f"registry unreachable: {exc}"
+            continue
+        serving = loaded[name].version if loaded[name] is not None else None
+        if wanted is None or wanted == serving:
+            continue
+        try:
+            loaded[name] = load_registered(model_name=name, version=wanted)
+            runtime.load_problems.pop(name, None)
+            changes[name] = f"now serving version {wanted} (was {serving})"
+        except Exception as exc:  # noqa: BLE001 - keep the model in service and say why
+            runtime.load_problems[name] = f"version {wanted} failed to load, still serving {serving}: {exc}"
+            changes[name] = runtime.load_problems[name]
+            log.warning("%s: %s", name, changes[name])
+    # One assignment swaps both models: a request sees the old set or the new one, never a mix.
+    runtime.models = ModelSet(**loaded)
+    return changes
+
+
 def load_state(*, history_path: Path | None) -> tuple[OnlineFeatureState, str | None]:
     """The online features, warm-started from a history folder when there is one."""
     from features.history import load_history

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     freshness_limit_minutes: float = Field(default=180.0, gt=0, description="older features mean degraded mode")
     max_batch: int = Field(default=1_000, ge=1, description="candidates per risk-score request")
     warm_start_history: Path | None = Field(default=None, description="history that seeds the online features")
+    model_poll_seconds: float = Field(default=30.0, gt=0, description="how often @champion is checked for a move")
 
     @property
     def history_dir(self) -> Path:
