@@ -1,0 +1,53 @@
+"""Schemathesis against /openapi.json: whatever a client sends, the service never answers 5xx."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
+
+from features.online import warm_start
+from rules.schema import load_ruleset, seed_ruleset_path
+from serving.app import create_app
+from serving.runtime import Runtime, load_models
+from serving.settings import Settings
+from training.datasets import default_windows
+from training.train import train_model
+
+
+@pytest.fixture(scope="module")
+def app(twin, tables, truth, tmp_path_factory):
+    """The service with real models and warm features, as a routing engine meets it."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'mlflow.db'}"
+    from training.tracking import configure
+
+    configure(tracking_uri=uri)
+    for name in ("carrier_delay", "node_congestion"):
+        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
+    models, problems = load_models(tracking_uri=uri)
+    decided = twin.shipments["allocated_at"].quantile(0.9).floor("h")
+    runtime = Runtime(
+        settings=Settings(max_batch=50),
+        ruleset=load_ruleset(path=seed_ruleset_path()),
+        models=models,
+        state=warm_start(history=twin, as_of=decided),
+        load_problems=problems,
+    )
+    application = create_app(runtime=runtime)
+    application.state.runtime = runtime
+    return application
+
+
+def test_no_request_gets_a_server_error(app):
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/risk-scores", "/v1/routing/decisions", "/v1/routing/reroute"}
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+        def fuzz(case):
+            case.call_and_validate(checks=[not_a_server_error])
+
+        fuzz()
