@@ -253,9 +253,13 @@ def _build(*, history, out: Path, chunk_days: int) -> None:
 @app.command()
 def run(
     data_dir: Annotated[Path | None, typer.Option(help="where history and features are kept")] = None,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="start the service at the end")] = True,
+    port: Annotated[int, typer.Option(help="port of the service")] = 8000,
 ) -> None:
-    """The main job on the embedded default: simulate (once), build features, print the summary."""
+    """The main job on the embedded default: simulate (once), build features, train (if no champion), serve."""
     from features.twin.output import read_manifest
+    from training.runner import TrainRequest, run_training
+    from training.tracking import alias_version, configure
 
     settings = get_settings()
     if data_dir is not None:
@@ -267,6 +271,44 @@ def run(
     history = _load(path=settings.history_dir, source=Source.file, mapping=None, lenient=False, quarantine=None)
     _build(history=history, out=settings.features_dir, chunk_days=7)
     _summary(history=history)
+    configure(tracking_uri=settings.mlflow_tracking_uri)
+    missing = tuple(
+        m for m in ("carrier_delay", "node_congestion") if alias_version(model_name=m, alias="champion") is None
+    )
+    if missing:
+        console.print(f"training {', '.join(missing)} (no champion yet)")
+        reports = run_training(
+            request=TrainRequest(models=missing, history_source=str(settings.history_dir)),
+            history=history,
+            truth_folder=settings.history_dir,
+        )
+        for report in reports:
+            _print_report(report=report)
+    else:
+        console.print("champions already registered; `riskroute train` makes challengers")
+    if not serve_after:
+        return
+    _print_examples(port=port, history=history)
+    serve(host="127.0.0.1", port=port, workers=1)
+
+
+def _print_examples(*, port: int, history) -> None:
+    """Example calls against the service about to start."""
+    row = history.shipments.iloc[len(history.shipments) // 2]
+    candidate = (
+        f'{{"node_id": "{row.node_id}", "node_type": "{row.node_type}", "origin_region": "{row.origin_region}", '
+        f'"carrier": "{row.carrier}", "service": "{row.service}", "dest_region": "{row.dest_region}", '
+        f'"ship_by": "{row.ship_by.isoformat()}", "promised_delivery": "{row.promised_delivery.date().isoformat()}", '
+        f'"decided_at": "{row.allocated_at.isoformat()}"}}'
+    )
+    base = f"http://127.0.0.1:{port}"
+    console.print(f"\n[bold]service on {base}[/bold] (docs at {base}/docs); try:")
+    console.print(f"  curl -s {base}/readyz")
+    console.print(
+        f"  curl -s -X POST {base}/v1/risk-scores -H 'content-type: application/json' "
+        f'-d \'{{"candidates": [{candidate}], "explain": true}}\''
+    )
+    console.print(f"  curl -s {base}/metrics | grep riskroute_")
 
 
 @app.command()

@@ -199,3 +199,16 @@ def test_metrics_expose_latency_per_endpoint_models_and_degraded_answers(client,
     assert 'riskroute_model_version{model="carrier_delay"} 1.0' in text
     assert 'riskroute_degraded_responses_total{endpoint="/v1/risk-scores"}' in text
     assert 'riskroute_fallback_scores_total{model="carrier_delay"}' in text
+
+
+def test_the_python_client_speaks_the_api_and_raises_with_the_request_id(client, twin, decided):
+    from serving.client import RiskrouteAPIError, RiskrouteClient
+
+    api = RiskrouteClient(http=client)
+    scores = api.risk_scores(_candidates(twin, decided, 3), request_id="abc")
+    assert scores["request_id"] == "abc" and len(scores["scores"]) == 3
+    decision = api.decide(**_order_body(decided))
+    assert decision["status"] == "routed"
+    with pytest.raises(RiskrouteAPIError) as error:
+        api.risk_scores(_candidates(twin, decided, 1) * 101)
+    assert error.value.status == 413 and error.value.request_id
