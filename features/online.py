@@ -73,6 +73,16 @@ class _Pending:
     carrier_exception_seen: bool = False
 
 
+def _heap_below(heap: list[tuple], before: int):
+    """Heap items with time < before, visiting only those (children are never earlier than parents)."""
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        if i < len(heap) and heap[i][0] < before:
+            yield heap[i]
+            stack.extend((2 * i + 1, 2 * i + 2))
+
+
 def _number(value: object) -> float:
     """A numeric field of an event, NaN when absent."""
     try:
@@ -246,9 +256,7 @@ class OnlineFeatureState:
         record a late outcome that an event still on its way could contradict.
         """
         due: dict[tuple, list[int]] = {}
-        for time, _, shipment_id, kind in self._timers:
-            if time >= before:
-                continue
+        for time, _, shipment_id, kind in _heap_below(self._timers, before):
             pending = self._pending.get(shipment_id)
             if pending is None:
                 continue
@@ -276,15 +284,18 @@ class OnlineFeatureState:
             lo, hi = window_bounds(window=aggregate.window, t=t)
             counts = np.zeros(len(t), dtype=np.int64)
             totals = np.zeros(len(t), dtype=np.float64)
+            answered: dict[tuple, tuple[int, float]] = {}
             for i in range(len(t)):
                 series_key = (aggregate.stream, aggregate.keys, tuple(static[k][i] for k in aggregate.keys))
-                series = self._series.get(series_key)
-                if series is not None:
-                    counts[i], totals[i] = series.window(lo=int(lo[i]), hi=int(hi[i]))
-                # Late outcomes not yet settled count as 1 each inside the window.
-                extra = sum(1 for time in due.get(series_key, ()) if lo[i] <= time < hi[i])
-                counts[i] += extra
-                totals[i] += extra
+                lookup = (series_key, int(lo[i]), int(hi[i]))
+                # Candidates of one order share most keys and times: each window is counted once.
+                if lookup not in answered:
+                    series = self._series.get(series_key)
+                    count, total = series.window(lo=lookup[1], hi=lookup[2]) if series is not None else (0, 0.0)
+                    # Late outcomes not yet settled count as 1 each inside the window.
+                    extra = sum(1 for time in due.get(series_key, ()) if lookup[1] <= time < lookup[2])
+                    answered[lookup] = (count + extra, total + extra)
+                counts[i], totals[i] = answered[lookup]
             aggregates[aggregate.name] = (counts, totals)
         capacity = np.full(len(t), np.nan)
         backlog = np.full(len(t), np.nan)
