@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Protocol
@@ -541,19 +541,3 @@ def decide_batch(
                 extra_load[shipment.node_id] = extra_load.get(shipment.node_id, 0.0) + 1.0
         decisions.append(decision)
     return decisions
-
-
-def iter_rows(decisions: Iterable[Decision]) -> Iterable[dict]:
-    """Decisions as flat rows (one per shipment), for tables and backtests."""
-    for d in decisions:
-        if d.chosen is None:
-            yield {"order_id": d.order_id, "node_id": None, "carrier": None, "service": None, "cost": None}
-            continue
-        for s in d.chosen.shipments:
-            yield {
-                "order_id": d.order_id,
-                "node_id": s.node_id,
-                "carrier": s.carrier,
-                "service": s.service,
-                "cost": s.cost,
-            }

@@ -102,6 +102,7 @@ class RiskModel:
         self.categorical = tuple(categorical)
         self.params = {**DEFAULT_PARAMS, **(params or {})}
         self.calibration = calibration
+        self.num_threads_ = 0  # 0 = LightGBM's default; a model loaded for serving scores on one thread
 
     # ----- encoding -------------------------------------------------------------------------
     def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -217,8 +218,6 @@ class RiskModel:
         """Total gain per feature."""
         gains = self.booster_.feature_importance(importance_type="gain")
         return {name: float(g) for name, g in zip(self.features_, gains)}
-
-    num_threads_: int = 0
 
     # ----- persistence ----------------------------------------------------------------------
     def save(self, *, folder: Path) -> None:

@@ -314,7 +314,7 @@ class _Run:
             day_shipments.append(first)
             failed = first["exception"] > 0
             if failed.any():
-                retry_lines, excluded = self._lines_of(shipments=first, mask=failed, orders=orders)
+                retry_lines, excluded = self._lines_of(shipments=first, mask=failed)
                 retry_orders = np.unique(orders["line_order"][retry_lines])
                 fail_time = first["exception_at"][failed]
                 fail_order = first["order"][failed]
@@ -577,7 +577,7 @@ class _Run:
         exception_at = np.where(failed, np.minimum(alloc_time + delay, end_of_day), 0)
         return exception, exception_at
 
-    def _lines_of(self, *, shipments: dict, mask: np.ndarray, orders: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _lines_of(self, *, shipments: dict, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Lines of the selected shipments and, per line, the node that failed it."""
         selected = mask[shipments["line_ship"]]
         lines = shipments["line_idx"][selected]
