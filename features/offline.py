@@ -49,9 +49,15 @@ class StreamEntries:
         return StreamEntries(self.time[mask], self.value[mask], {k: v[mask] for k, v in self.attrs.items()})
 
 
-def build_streams(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None) -> dict[str, StreamEntries]:
-    """Every stream's entries from a shipment history."""
+def build_streams(
+    *,
+    shipments: pd.DataFrame,
+    as_of: np.datetime64 | None = None,
+    outcomes: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> dict[str, StreamEntries]:
+    """Every stream's entries from a shipment history (reusing its outcomes when already computed)."""
     as_of = history_as_of(shipments=shipments) if as_of is None else as_of
+    outcomes = outcomes or label_outcomes(shipments=shipments, as_of=as_of)
 
     def attrs(stream: str, mask: np.ndarray) -> dict[str, np.ndarray]:
         # A key column the history lacks reads as missing, which matches nothing.
@@ -65,8 +71,8 @@ def build_streams(*, shipments: pd.DataFrame, as_of: np.datetime64 | None = None
         mask = ~np.isnat(known)
         return StreamEntries(epoch_seconds(known[mask]), value[mask].astype(np.float64), attrs(stream, mask))
 
-    delivery_label, delivery_known = carrier_delay_outcome(shipments=shipments, as_of=as_of)
-    handover_label, handover_known = late_handover_outcome(shipments=shipments, as_of=as_of)
+    delivery_label, delivery_known = outcomes["carrier_delay"]
+    handover_label, handover_known = outcomes["node_congestion"]
     allocated = shipments["allocated_at"].to_numpy(dtype="datetime64[s]")
     handed = shipments["handed_over_at"].to_numpy(dtype="datetime64[s]")
     exception_at = (
@@ -209,17 +215,20 @@ class Prepared:
     labels: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+def label_outcomes(*, shipments: pd.DataFrame, as_of: np.datetime64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each model's label and when it became known."""
+    return {
+        "carrier_delay": carrier_delay_outcome(shipments=shipments, as_of=as_of),
+        "node_congestion": late_handover_outcome(shipments=shipments, as_of=as_of),
+    }
+
+
 def prepare(*, history: History) -> Prepared:
     """Streams and labels of a history, computed once."""
     shipments = history.shipments
     as_of = history_as_of(shipments=shipments)
-    return Prepared(
-        streams=build_streams(shipments=shipments, as_of=as_of),
-        labels={
-            "carrier_delay": carrier_delay_outcome(shipments=shipments, as_of=as_of),
-            "node_congestion": late_handover_outcome(shipments=shipments, as_of=as_of),
-        },
-    )
+    labels = label_outcomes(shipments=shipments, as_of=as_of)
+    return Prepared(streams=build_streams(shipments=shipments, as_of=as_of, outcomes=labels), labels=labels)
 
 
 def build_features(

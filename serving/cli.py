@@ -257,6 +257,7 @@ def run(
     port: Annotated[int, typer.Option(help="port of the service")] = 8000,
 ) -> None:
     """The main job on the embedded default: simulate (once), build features, train (if no champion), serve."""
+    from features.offline import read_features
     from features.twin.output import read_manifest
     from training.runner import TrainRequest, run_training
     from training.tracking import alias_version, configure
@@ -281,6 +282,8 @@ def run(
             request=TrainRequest(models=missing, history_source=str(settings.history_dir)),
             history=history,
             truth_folder=settings.history_dir,
+            # The partitions just written hold the same features; reading them beats building again.
+            tables={m: read_features(folder=settings.features_dir, model=m) for m in missing},
         )
         for report in reports:
             _print_report(report=report)

@@ -17,7 +17,7 @@ from features.online import OnlineFeatureState, warm_start
 from rules.engine import Candidate, Decision, Order, OrderLine, RiskQueries, ShippingOption, decide_batch
 from rules.schema import Ruleset, load_ruleset, seed_ruleset_path
 from serving import schemas
-from serving.scorer import ModelScorer, ModelSet, query_rows
+from serving.scorer import ModelScorer, ModelSet
 from serving.settings import Settings
 
 log = logging.getLogger("riskroute.serving")
@@ -150,9 +150,10 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
         promised_delivery=[c.promised_delivery for c in cands],
     )
     scorer = runtime.scorer
-    scores = scorer.score(queries)
+    features = scorer.features(queries)
+    scores = scorer.score_features(features=features, decided_at=queries.decided_at)
     late = 1.0 - (1.0 - scores.carrier_delay) * (1.0 - scores.node_congestion)
-    explanations = _explain(runtime=runtime, queries=queries) if body.explain else [None] * len(cands)
+    explanations = _explain(runtime=runtime, features=features) if body.explain else [None] * len(cands)
     last = runtime.state.last_event_at
     freshness = (pd.Timestamp(max(queries.decided_at)) - last).total_seconds() if last is not None else None
     return schemas.RiskScoresRead(
@@ -173,10 +174,9 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
     )
 
 
-def _explain(*, runtime: Runtime, queries: RiskQueries) -> list[dict[str, list[schemas.Contribution]] | None]:
+def _explain(*, runtime: Runtime, features: dict[str, np.ndarray]) -> list[dict[str, list[schemas.Contribution]]]:
     """The features that pushed each candidate's risk most, per model (log-odds contributions)."""
-    features = runtime.state.features(rows=query_rows(queries=queries))
-    per_row: list[dict[str, list[schemas.Contribution]]] = [{} for _ in range(len(queries))]
+    per_row: list[dict[str, list[schemas.Contribution]]] = [{} for _ in range(len(features["carrier"]))]
     for name in MODEL_NAMES:
         registered = getattr(runtime.models, name)
         if registered is None:

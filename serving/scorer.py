@@ -70,12 +70,18 @@ class ModelScorer:
             return f"features are {age} old (limit {self.freshness_limit})"
         return None
 
+    def features(self, queries: RiskQueries) -> dict[str, np.ndarray]:
+        """The online features of each query at its decision time."""
+        return self.state.features(rows=query_rows(queries=queries))
+
     def score(self, queries: RiskQueries) -> RiskScores:
         """Calibrated risk per query, or the flagged historical-rate baseline where a model cannot serve."""
-        n = len(queries)
-        rows = query_rows(queries=queries)
-        features = self.state.features(rows=rows)
-        stale = self.stale_reason(now=rows["allocated_at"].max()) if n else None
+        return self.score_features(features=self.features(queries), decided_at=queries.decided_at)
+
+    def score_features(self, *, features: dict[str, np.ndarray], decided_at: list) -> RiskScores:
+        """Risk from features already looked up (so an explanation can reuse them)."""
+        n = len(decided_at)
+        stale = self.stale_reason(now=pd.Timestamp(max(decided_at))) if n else None
         notes: list[str] = []
         degraded = np.zeros(n, dtype=bool)
         risks = {}

@@ -49,8 +49,9 @@ def run_training(
     history: History | None,
     truth_folder: Path | None = None,
     on_round: Callable[[str, int, float], None] | None = None,
+    tables: dict[str, pd.DataFrame] | None = None,
 ) -> list[TrainReport]:
-    """Train each requested model and return one report per model."""
+    """Train each requested model and return one report per model (from `tables` when already built)."""
     configure(tracking_uri=request.tracking_uri)
     boundaries = {
         "valid_start": _day(request.valid_start, "--valid-start"),

@@ -301,7 +301,8 @@ class _Run:
             )
             if in_wave.size == 0:
                 continue
-            lines = np.concatenate([np.arange(line_start[o], line_start[o + 1]) for o in in_wave])
+            # Orders are sorted by time, so a wave's orders (and their lines) are one contiguous run.
+            lines = np.arange(line_start[in_wave[0]], line_start[in_wave[-1] + 1])
             first = self._route(
                 day=day,
                 orders=orders,
