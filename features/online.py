@@ -119,18 +119,24 @@ class OnlineFeatureState:
         return None if self._clock is None else pd.Timestamp(self._clock, unit="s")
 
     # ----- events ---------------------------------------------------------------------------
-    def ingest(self, event: Mapping[str, object]) -> None:
-        """Apply one event; events must come in time order."""
+    def ingest(self, event: Mapping[str, object], *, allow_late: bool = False) -> None:
+        """Apply one event; events must come in time order unless `allow_late`.
+
+        A late event (older than the newest applied) is entered at its own time, but cannot undo
+        an outcome its deadline already settled: live, that deadline passed with nothing heard.
+        """
         time = _seconds(event.get("event_time"))
         if time is None:
             raise FeaturesError(f"event {event.get('event_id')!r} has no event_time")
-        if self._clock is not None and time < self._clock:
+        late = self._clock is not None and time < self._clock
+        if late and not allow_late:
             raise FeaturesError(
                 f"event {event.get('event_id')!r} at {pd.Timestamp(time, unit='s')} arrived after "
                 f"{pd.Timestamp(self._clock, unit='s')}; events must be applied in time order"
             )
-        self._fire_timers(before=time)
-        self._clock = time
+        if not late:
+            self._fire_timers(before=time)
+            self._clock = time
         kind = event.get("event_type")
         handler = {
             "allocated": self._allocated,
@@ -209,8 +215,8 @@ class OnlineFeatureState:
         self._notices.append(
             {
                 "announced_at": pd.Timestamp(time, unit="s"),
-                "start": event["start"],
-                "end": event["end"],
+                "start": pd.Timestamp(event["start"]),
+                "end": pd.Timestamp(event["end"]),
                 "region": event["region"],
                 "carrier": event.get("carrier"),
                 "severity": event["severity"],

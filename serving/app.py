@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -11,16 +12,25 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from approvals.errors import ApprovalsError
 from features.errors import FeaturesError
 from rules.errors import RulesError
 from serving import runtime as runtime_module
 from serving.metrics import Metrics
-from serving.routers import health, routing, scores
+from serving.routers import events, health, routing, scores
 from serving.settings import Settings, get_settings
 from training.errors import TrainingError
 
+log = logging.getLogger("riskroute.serving")
 REQUEST_ID_HEADER = "X-Request-ID"
-DOMAIN_ERRORS = (FeaturesError, RulesError, TrainingError, runtime_module.BatchTooLarge)
+DOMAIN_ERRORS = (
+    ApprovalsError,
+    FeaturesError,
+    RulesError,
+    TrainingError,
+    runtime_module.BatchTooLarge,
+    runtime_module.NoDatabase,
+)
 
 
 async def _follow_champion(app: FastAPI) -> None:
@@ -33,6 +43,17 @@ async def _follow_champion(app: FastAPI) -> None:
             app.state.metrics.models(versions=runtime.models.versions(), names=runtime_module.MODEL_NAMES)
 
 
+async def _follow_journal(app: FastAPI) -> None:
+    """Apply events other workers recorded, so every worker's features trail the journal by one interval."""
+    runtime = app.state.runtime
+    while True:
+        await asyncio.sleep(runtime.settings.events_poll_seconds)
+        try:
+            await asyncio.to_thread(runtime_module.sync_events, runtime=runtime)
+        except Exception:  # noqa: BLE001 - a database hiccup must not end the poller; the next tick retries
+            log.exception("applying journal events failed")
+
+
 def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runtime | None = None) -> FastAPI:
     """The service; `runtime` can be handed in (tests), otherwise it is loaded at startup."""
 
@@ -40,10 +61,17 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime or runtime_module.start(settings=settings or get_settings())
         app.state.metrics.models(versions=app.state.runtime.models.versions(), names=runtime_module.MODEL_NAMES)
-        watcher = asyncio.create_task(_follow_champion(app)) if runtime is None else None
+        loaded = app.state.runtime
+        watchers = []
+        if runtime is None:
+            watchers.append(asyncio.create_task(_follow_champion(app)))
+        if loaded.database is not None:
+            watchers.append(asyncio.create_task(_follow_journal(app)))
         yield
-        if watcher is not None:
+        for watcher in watchers:
             watcher.cancel()
+        if runtime is None and loaded.database is not None:
+            loaded.database.dispose()
 
     app = FastAPI(
         title="riskroute",
@@ -88,4 +116,5 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     app.include_router(health.router)
     app.include_router(scores.router)
     app.include_router(routing.router)
+    app.include_router(events.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from enum import Enum
@@ -26,7 +27,11 @@ history_app = typer.Typer(help="Validate and summarise delivery history.", no_ar
 features_app = typer.Typer(help="Build point-in-time features from history.", no_args_is_help=True)
 models_app = typer.Typer(help="Compare and inspect registered risk models.", no_args_is_help=True)
 rules_app = typer.Typer(help="Check rulesets.", no_args_is_help=True)
+db_app = typer.Typer(help="Migrate and inspect riskroute's database.", no_args_is_help=True)
+events_app = typer.Typer(help="The events the service has recorded.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
+app.add_typer(db_app, name="db")
+app.add_typer(events_app, name="events")
 app.add_typer(history_app, name="history")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
@@ -183,17 +188,27 @@ def history_events(
 ) -> None:
     """Unfold a history into the outcome events it implies, in time order (to replay into the service)."""
     from features.events import events_from_history
-    from features.storage import write_atomically
 
-    if out.suffix not in (".parquet", ".csv"):
-        raise FeaturesError(f"{out}: write events to a .parquet or .csv file")
+    _check_table_suffix(out=out)
     history = _load(path=path, source=Source.file, mapping=None, lenient=False, quarantine=None)
     events = events_from_history(history=history)
-    if out.suffix == ".parquet":
-        write_atomically(path=out, writer=lambda target: events.to_parquet(target, index=False))
-    else:
-        write_atomically(path=out, writer=lambda target: events.to_csv(target, index=False))
+    _write_table(frame=events, out=out)
     console.print(f"{len(events):,} events -> {out}")
+
+
+def _check_table_suffix(*, out: Path) -> None:
+    if out.suffix not in (".parquet", ".csv"):
+        raise FeaturesError(f"{out}: write events to a .parquet or .csv file")
+
+
+def _write_table(*, frame, out: Path) -> None:
+    """A frame written whole to .parquet or .csv, or not at all."""
+    from features.storage import write_atomically
+
+    if out.suffix == ".parquet":
+        write_atomically(path=out, writer=lambda target: frame.to_parquet(target, index=False))
+    else:
+        write_atomically(path=out, writer=lambda target: frame.to_csv(target, index=False))
 
 
 @history_app.command("summary")
@@ -265,6 +280,9 @@ def run(
     settings = get_settings()
     if data_dir is not None:
         settings = settings.model_copy(update={"data_dir": data_dir})
+        # The service reads its settings from the environment: it must see the same folder.
+        os.environ["RISKROUTE_DATA_DIR"] = str(data_dir)
+    _upgrade(url=settings.database)
     if read_manifest(folder=settings.history_dir) is None:
         _ensure_twin(folder=settings.history_dir, settings=settings)
     else:
@@ -446,10 +464,81 @@ def serve(
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
 ) -> None:
-    """Start the HTTP service (risk scores, routing decisions) on the embedded default or your settings."""
+    """Start the HTTP service (risk scores, routing decisions, events) on the embedded default or your settings."""
     import uvicorn
 
+    from approvals.db import make_engine, require_current
+
+    # Refuse here, with one clear line, rather than from inside every worker's startup.
+    engine = make_engine(url=get_settings().database)
+    try:
+        require_current(engine=engine)
+    finally:
+        engine.dispose()
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Option(help="migrate to this revision")] = "head",
+) -> None:
+    """Create or migrate the database named by RISKROUTE_DATABASE_URL (default: the embedded SQLite file)."""
+    _upgrade(url=get_settings().database, revision=revision)
+
+
+def _upgrade(*, url: str, revision: str = "head") -> None:
+    from approvals.db import upgrade
+
+    before, after = upgrade(url=url, revision=revision)
+    where = url.split("@")[-1] if "@" in url else url
+    if before == after:
+        console.print(f"database {where} is at revision {after} (nothing to do)")
+    else:
+        console.print(f"database {where} migrated from {before or 'empty'} to revision {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """The database's revision and the one this version of riskroute needs."""
+    from approvals.db import current_revision, head_revision, make_engine
+
+    engine = make_engine(url=get_settings().database)
+    try:
+        current = current_revision(engine=engine)
+    finally:
+        engine.dispose()
+    head = head_revision()
+    state = "up to date" if current == head else "needs `riskroute db upgrade`"
+    console.print(f"database at {current or 'no revision'}; code at {head}: {state}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+@events_app.command("export")
+def events_export(
+    out: Annotated[Path, typer.Option(help="file to write (.parquet or .csv), in the events schema")],
+    since: Annotated[str | None, typer.Option(help="only events at or after this time (ISO)")] = None,
+) -> None:
+    """Write the recorded events as an events file that `history validate --kind events` reads."""
+    import pandas as pd
+
+    from approvals import journal
+    from approvals.db import open_database
+    from features.schema import EVENT_COLUMNS
+
+    _check_table_suffix(out=out)
+    database = open_database(url=get_settings().database)
+    try:
+        rows = [event for _, event in journal.events_after(sessions=database.sessions, seq=0)]
+    finally:
+        database.dispose()
+    frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
+    for column in ("event_time", "ship_by", "start", "end"):
+        frame[column] = pd.to_datetime(frame[column])
+    if since is not None:
+        frame = frame[frame["event_time"] >= pd.Timestamp(since)]
+    _write_table(frame=frame.sort_values("event_time", kind="stable"), out=out)
+    console.print(f"{len(frame):,} events written to {out}")
 
 
 def _ensure_twin(*, folder: Path, settings) -> None:
@@ -537,12 +626,13 @@ def _json_line(*, reports) -> str:
 
 def main() -> None:
     """Entry point: domain errors become one clear message and exit code 2, never a traceback."""
+    from approvals.errors import ApprovalsError
     from rules.errors import RulesError
     from training.errors import TrainingError
 
     try:
         app()
-    except (FeaturesError, TrainingError, RulesError) as exc:
+    except (FeaturesError, TrainingError, RulesError, ApprovalsError) as exc:
         errors.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:

@@ -6,6 +6,7 @@ Everything here is callable without HTTP: the routers only translate bodies and 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,6 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from approvals import journal
+from approvals.db import Database, open_database
+from features.errors import FeaturesError
 from features.online import OnlineFeatureState, warm_start
 from rules.engine import Candidate, Decision, Order, OrderLine, RiskQueries, ShippingOption, decide_batch
 from rules.schema import Ruleset, load_ruleset, seed_ruleset_path
@@ -31,15 +35,31 @@ class BatchTooLarge(Exception):
     status_code = 413
 
 
+class NoDatabase(Exception):
+    """The service runs without a database, so it cannot record events."""
+
+    status_code = 503
+
+
 @dataclass
 class Runtime:
-    """The service's loaded state."""
+    """The service's loaded state.
+
+    `journal_seq` is the last journal entry applied to this worker's online state; journal
+    events older than `history_end` are already in the history the state was warmed from.
+    """
 
     settings: Settings
     ruleset: Ruleset
     models: ModelSet
     state: OnlineFeatureState
     load_problems: dict[str, str] = field(default_factory=dict)
+    database: Database | None = None
+    journal_seq: int = 0
+    history_end: pd.Timestamp | None = None
+    unapplied_events: int = 0
+    # Events are applied by request threads and the poller while requests read features.
+    state_lock: threading.RLock = field(default_factory=threading.RLock)
 
     @property
     def scorer(self) -> ModelScorer:
@@ -48,6 +68,7 @@ class Runtime:
             models=self.models,
             state=self.state,
             freshness_limit=timedelta(minutes=self.settings.freshness_limit_minutes),
+            lock=self.state_lock,
         )
 
 
@@ -98,35 +119,76 @@ def refresh_models(*, runtime: Runtime) -> dict[str, str]:
     return changes
 
 
-def load_state(*, history_path: Path | None) -> tuple[OnlineFeatureState, str | None]:
-    """The online features, warm-started from a history folder when there is one."""
+def load_state(*, history_path: Path | None) -> tuple[OnlineFeatureState, pd.Timestamp | None, str | None]:
+    """The online features warm-started from a history folder when there is one, and where that history ends."""
     from features.history import load_history
 
     if history_path is None or not history_path.exists():
-        return OnlineFeatureState(), "no history to warm the online features from"
+        return OnlineFeatureState(), None, "no history to warm the online features from"
     history, _ = load_history(path=history_path)
     as_of = history.shipments["allocated_at"].max() + pd.Timedelta(seconds=1)
-    return warm_start(history=history, as_of=as_of), None
+    return warm_start(history=history, as_of=as_of), as_of, None
 
 
 def start(*, settings: Settings) -> Runtime:
-    """Load everything the service needs; what fails to load is recorded, not fatal."""
+    """Load everything the service needs; an un-migrated database is fatal, a missing model or history is not."""
+    database = open_database(url=settings.database)
     ruleset = load_ruleset(path=settings.ruleset_path or seed_ruleset_path())
     models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
-    state, state_problem = load_state(history_path=settings.warm_start_history or settings.history_dir)
+    state, history_end, state_problem = load_state(history_path=settings.warm_start_history or settings.history_dir)
     if state_problem:
         problems["features"] = state_problem
-    return Runtime(settings=settings, ruleset=ruleset, models=models, state=state, load_problems=problems)
+    runtime = Runtime(
+        settings=settings,
+        ruleset=ruleset,
+        models=models,
+        state=state,
+        load_problems=problems,
+        database=database,
+        history_end=history_end,
+    )
+    sync_events(runtime=runtime)
+    return runtime
+
+
+def sync_events(*, runtime: Runtime) -> int:
+    """Apply the journal's events this worker has not applied yet, in arrival order; returns how many."""
+    if runtime.database is None:
+        return 0
+    applied = 0
+    with runtime.state_lock:
+        for seq, event in journal.events_after(sessions=runtime.database.sessions, seq=runtime.journal_seq):
+            runtime.journal_seq = seq
+            if runtime.history_end is not None and pd.Timestamp(event["event_time"]) < runtime.history_end:
+                continue
+            try:
+                runtime.state.ingest(event, allow_late=True)
+                applied += 1
+            except (FeaturesError, ValueError) as exc:
+                # Recorded but unusable for features (kept for retraining); one bad event must not stall the rest.
+                runtime.unapplied_events += 1
+                log.warning("journal entry %s not applied to the online features: %s", seq, exc)
+    return applied
+
+
+def record_events(*, runtime: Runtime, body: schemas.EventsCreate, request_id: str) -> schemas.EventsRead:
+    """Record a batch of events once each, then bring this worker's online features up to the journal."""
+    if runtime.database is None:
+        raise NoDatabase("events: this service runs without a database, so events cannot be recorded")
+    payloads = [event.model_dump(mode="json", exclude_none=True) for event in body.events]
+    recorded = journal.record_events(sessions=runtime.database.sessions, events=payloads)
+    sync_events(runtime=runtime)
+    return schemas.EventsRead(
+        request_id=request_id,
+        accepted=len(recorded.accepted),
+        duplicates=recorded.duplicates,
+        features_as_of=runtime.state.last_event_at,
+    )
 
 
 def _now() -> datetime:
     """Now, as the naive wall-clock time the features are kept in."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _naive(value: datetime) -> datetime:
-    """A request time as naive wall-clock (times with an offset are converted to UTC)."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
 def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, request_id: str) -> schemas.RiskScoresRead:
@@ -138,7 +200,7 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
     now = _now()
     cands = body.candidates
     queries = RiskQueries(
-        decided_at=[_naive(c.decided_at) if c.decided_at else now for c in cands],
+        decided_at=[c.decided_at or now for c in cands],
         node_id=[c.node_id for c in cands],
         node_type=[c.node_type for c in cands],
         origin_region=[c.origin_region for c in cands],
@@ -146,7 +208,7 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
         carrier=[c.carrier for c in cands],
         service=[c.service for c in cands],
         distance_km=[c.distance_km for c in cands],
-        ship_by=[_naive(c.ship_by) for c in cands],
+        ship_by=[c.ship_by for c in cands],
         promised_delivery=[c.promised_delivery for c in cands],
     )
     scorer = runtime.scorer
@@ -203,7 +265,7 @@ def _order(*, body: schemas.DecisionCreate, excluded: list[schemas.Exclusion]) -
         dest_region=o.dest_region,
         tier=o.tier,
         promised_delivery=o.promised_delivery,
-        decided_at=_naive(o.decided_at) if o.decided_at else _now(),
+        decided_at=o.decided_at or _now(),
         excluded=tuple((e.node_id, e.carrier, e.service) for e in excluded),
     )
     candidates = [
@@ -222,7 +284,7 @@ def _order(*, body: schemas.DecisionCreate, excluded: list[schemas.Exclusion]) -
                     service=p.service,
                     cost=p.cost,
                     transit_days=p.transit_days,
-                    ship_by=_naive(p.ship_by),
+                    ship_by=p.ship_by,
                 )
                 for p in c.options
             ),

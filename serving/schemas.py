@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
-from typing import Literal
+from datetime import date, datetime, time, timezone
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Service = Literal["ground", "two_day", "next_day"]
 NodeType = Literal["dc", "store", "3pl", "dropship"]
 Tier = Literal["standard", "plus", "premium"]
+ExceptionCode = Literal["node_rejected", "stock_discrepancy", "lost", "address_problem", "damaged"]
+
+
+def _wall_clock(value: datetime) -> datetime:
+    """A time as the naive wall clock the features keep (times with an offset are taken to UTC)."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+EARLIEST, LATEST = date(2000, 1, 1), date(2100, 1, 1)
+
+
+def _plausible_day(value: date) -> date:
+    """Dates outside 2000-2099 are typos, not events (and beyond what timestamps can hold)."""
+    day = value.date() if isinstance(value, datetime) else value
+    if not EARLIEST <= day < LATEST:
+        raise ValueError(f"must fall between {EARLIEST} and {LATEST}")
+    return value
+
+
+Moment = Annotated[datetime, AfterValidator(_plausible_day), AfterValidator(_wall_clock)]
+Day = Annotated[date, AfterValidator(_plausible_day)]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CandidateRiskCreate(_Body):
@@ -26,9 +47,9 @@ class CandidateRiskCreate(_Body):
     service: Service
     dest_region: str | None = None
     distance_km: float | None = Field(default=None, ge=0)
-    ship_by: datetime
-    promised_delivery: date
-    decided_at: datetime | None = Field(default=None, description="decision time; default: now")
+    ship_by: Moment
+    promised_delivery: Day
+    decided_at: Moment | None = Field(default=None, description="decision time; default: now")
 
 
 class RiskScoresCreate(_Body):
@@ -82,8 +103,8 @@ class OrderCreate(_Body):
     lines: list[OrderLineCreate] = Field(min_length=1, max_length=12)
     dest_region: str = Field(min_length=1)
     tier: Tier = "standard"
-    promised_delivery: date
-    decided_at: datetime | None = None
+    promised_delivery: Day
+    decided_at: Moment | None = None
 
 
 class ShippingOptionCreate(_Body):
@@ -93,7 +114,7 @@ class ShippingOptionCreate(_Body):
     service: Service
     cost: float = Field(ge=0)
     transit_days: int = Field(ge=0, le=60)
-    ship_by: datetime
+    ship_by: Moment
 
 
 class CandidateNodeCreate(_Body):
@@ -187,3 +208,94 @@ class DecisionRead(BaseModel):
     degraded: bool
     degraded_reasons: list[str]
     trace: list[OptionTraceRead]
+
+
+class _Event(_Body):
+    event_id: str = Field(min_length=1, max_length=200, description="names one event forever; resending is harmless")
+    event_time: Moment
+
+
+class _ShipmentEvent(_Event):
+    shipment_id: str = Field(min_length=1, max_length=200)
+
+
+class AllocatedEvent(_ShipmentEvent):
+    """A shipment was allocated to a node, carrier and service."""
+
+    event_type: Literal["allocated"]
+    node_id: str = Field(min_length=1)
+    node_type: NodeType
+    carrier: str = Field(min_length=1)
+    service: Service
+    origin_region: str | None = None
+    dest_region: str | None = None
+    distance_km: float | None = Field(default=None, ge=0)
+    ship_by: Moment | None = None
+    promised_delivery: Day
+
+
+class HandedOverEvent(_ShipmentEvent):
+    """The carrier took the parcel."""
+
+    event_type: Literal["handed_over"]
+
+
+class DeliveredEvent(_ShipmentEvent):
+    """The parcel reached the customer."""
+
+    event_type: Literal["delivered"]
+
+
+class ExceptionEvent(_ShipmentEvent):
+    """Something went wrong with a shipment."""
+
+    event_type: Literal["exception"]
+    exception_code: ExceptionCode
+
+
+class NodeCapacityEvent(_Event):
+    """A node's capacity and backlog at the start of a day (stamped at midnight)."""
+
+    event_type: Literal["node_capacity"]
+    node_id: str = Field(min_length=1)
+    capacity: float = Field(ge=0)
+    backlog_start: float | None = Field(default=None, ge=0)
+
+    @field_validator("event_time")
+    @classmethod
+    def _at_midnight(cls, value: datetime) -> datetime:
+        if value.time() != time(0):
+            raise ValueError("a node_capacity event is stamped at midnight of the day it describes")
+        return value
+
+
+class DisruptionNoticeEvent(_Event):
+    """An announced disruption of a region (for one carrier, or all)."""
+
+    event_type: Literal["disruption_notice"]
+    region: str = Field(min_length=1)
+    carrier: str | None = None
+    severity: float = Field(ge=0)
+    start: Moment
+    end: Moment
+
+
+Event = Annotated[
+    AllocatedEvent | HandedOverEvent | DeliveredEvent | ExceptionEvent | NodeCapacityEvent | DisruptionNoticeEvent,
+    Field(discriminator="event_type"),
+]
+
+
+class EventsCreate(_Body):
+    """A batch of events, recorded all or nothing."""
+
+    events: list[Event] = Field(min_length=1, max_length=10_000)
+
+
+class EventsRead(BaseModel):
+    """What a batch of events did."""
+
+    request_id: str
+    accepted: int
+    duplicates: list[str] = Field(description="event ids already recorded with the same content (ignored)")
+    features_as_of: datetime | None = Field(description="the newest event time this worker's features know")

@@ -7,6 +7,8 @@ online state) and every affected answer is flagged degraded with the reason: the
 
 from __future__ import annotations
 
+import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -55,10 +57,18 @@ def query_rows(*, queries: RiskQueries) -> pd.DataFrame:
 class ModelScorer:
     """Scores candidates with the models in service over the online feature state."""
 
-    def __init__(self, *, models: ModelSet, state: OnlineFeatureState, freshness_limit: timedelta):
+    def __init__(
+        self,
+        *,
+        models: ModelSet,
+        state: OnlineFeatureState,
+        freshness_limit: timedelta,
+        lock: threading.RLock | None = None,
+    ):
         self.models = models
         self.state = state
         self.freshness_limit = freshness_limit
+        self.lock = lock or nullcontext()
 
     def stale_reason(self, *, now: pd.Timestamp) -> str | None:
         """Why the online features cannot be trusted at `now`, if they cannot."""
@@ -72,7 +82,9 @@ class ModelScorer:
 
     def features(self, queries: RiskQueries) -> dict[str, np.ndarray]:
         """The online features of each query at its decision time."""
-        return self.state.features(rows=query_rows(queries=queries))
+        rows = query_rows(queries=queries)
+        with self.lock:
+            return self.state.features(rows=rows)
 
     def score(self, queries: RiskQueries) -> RiskScores:
         """Calibrated risk per query, or the flagged historical-rate baseline where a model cannot serve."""

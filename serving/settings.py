@@ -22,6 +22,15 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=1_000, ge=1, description="candidates per risk-score request")
     warm_start_history: Path | None = Field(default=None, description="history that seeds the online features")
     model_poll_seconds: float = Field(default=30.0, gt=0, description="how often @champion is checked for a move")
+    database_url: str | None = Field(default=None, description="default: a SQLite file in the data folder")
+    events_poll_seconds: float = Field(
+        default=2.0, gt=0, description="how often a worker applies events other workers recorded"
+    )
+
+    @property
+    def database(self) -> str:
+        """The database URL in use (the embedded SQLite file unless one is set)."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'riskroute.db'}"
 
     @property
     def history_dir(self) -> Path:

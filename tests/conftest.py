@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -83,3 +85,65 @@ def tracking(tmp_path: Path) -> str:
     uri = configure(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     yield uri
     mlflow.end_run()
+
+
+POSTGRES_URL = os.environ.get("RISKROUTE_TEST_DATABASE_URL")
+NO_POSTGRES = "PostgreSQL tests need RISKROUTE_TEST_DATABASE_URL (.ci/run sets it to the local server)"
+
+
+def fresh_database_url(*, backend: str, folder: Path) -> str:
+    """An empty database of the backend: a SQLite file, or a private schema on the test PostgreSQL."""
+    if backend == "sqlite":
+        return f"sqlite:///{folder / 'riskroute.db'}"
+    if not POSTGRES_URL:
+        pytest.skip(NO_POSTGRES)
+    from sqlalchemy import create_engine, text
+
+    schema = f"riskroute_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    return f"{POSTGRES_URL}{separator}options=-csearch_path%3D{schema}"
+
+
+def drop_database(url: str) -> None:
+    """Remove a PostgreSQL test schema (SQLite files go with their temporary folder)."""
+    if "search_path%3D" not in url:
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = url.rsplit("search_path%3D", 1)[1]
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty, un-migrated database on each backend."""
+    url = fresh_database_url(backend=request.param, folder=tmp_path)
+    yield url
+    drop_database(url)
+
+
+def migrated_sqlite(*, folder: Path):
+    """A migrated embedded database, as `make run` leaves it."""
+    from approvals.db import open_database, upgrade
+
+    url = f"sqlite:///{folder / 'riskroute.db'}"
+    upgrade(url=url)
+    return open_database(url=url)
+
+
+@pytest.fixture()
+def database(database_url: str):
+    """A migrated database on each backend."""
+    from approvals.db import open_database, upgrade
+
+    upgrade(url=database_url)
+    opened = open_database(url=database_url)
+    yield opened
+    opened.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from approvals.db import ping
 from serving.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
@@ -18,8 +19,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    """Ready when both models are loaded and the online features have seen events."""
+    """Ready when both models are loaded, the database answers and the online features have seen events."""
     problems = dict(runtime.load_problems)
+    database = "not configured" if runtime.database is None else ping(engine=runtime.database.engine)
+    if database is not None:
+        problems["database"] = database
     ready = not problems and runtime.state.last_event_at is not None
     return JSONResponse(
         status_code=200 if ready else 503,

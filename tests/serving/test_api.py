@@ -14,6 +14,7 @@ from serving.app import REQUEST_ID_HEADER, create_app
 from serving.runtime import Runtime
 from serving.scorer import ModelSet
 from serving.settings import Settings
+from tests.conftest import migrated_sqlite
 from training.datasets import default_windows
 from training.tracking import configure, load_registered
 from training.train import train_model
@@ -38,6 +39,7 @@ def client(twin, tables, truth, decided, tmp_path_factory):
             node_congestion=load_registered(model_name="node_congestion", alias="champion"),
         ),
         state=warm_start(history=twin, as_of=decided),
+        database=migrated_sqlite(folder=tmp_path_factory.mktemp("db")),
     )
     with TestClient(create_app(runtime=runtime)) as test_client:
         yield test_client

@@ -12,6 +12,7 @@ from rules.schema import load_ruleset, seed_ruleset_path
 from serving.app import create_app
 from serving.runtime import Runtime, load_models
 from serving.settings import Settings
+from tests.conftest import migrated_sqlite
 from training.datasets import default_windows
 from training.train import train_model
 
@@ -33,6 +34,8 @@ def app(twin, tables, truth, tmp_path_factory):
         models=models,
         state=warm_start(history=twin, as_of=decided),
         load_problems=problems,
+        database=migrated_sqlite(folder=tmp_path_factory.mktemp("db")),
+        history_end=decided,
     )
     application = create_app(runtime=runtime)
     application.state.runtime = runtime
@@ -42,7 +45,12 @@ def app(twin, tables, truth, tmp_path_factory):
 def test_no_request_gets_a_server_error(app):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/risk-scores", "/v1/routing/decisions", "/v1/routing/reroute"}
+    assert {op.path for op in operations} >= {
+        "/v1/risk-scores",
+        "/v1/routing/decisions",
+        "/v1/routing/reroute",
+        "/v1/events",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy())

@@ -1,0 +1,1 @@
+"""Alembic migrations of riskroute's database (`riskroute db upgrade`)."""
