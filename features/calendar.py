@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import numpy as np
-import pandas as pd
 
 
 def thanksgiving(*, year: int) -> date:
@@ -27,7 +26,7 @@ def is_peak(*, days: np.ndarray) -> np.ndarray:
     flags = np.zeros(days.shape, dtype=bool)
     if days.size == 0:
         return flags
-    years = pd.DatetimeIndex(days.ravel()).year
+    years = days.ravel().astype("datetime64[Y]").astype(np.int64) + 1970
     for year in np.unique(years):
         start, end = peak_window(year=int(year))
         flags |= (days >= np.datetime64(start, "D")) & (days <= np.datetime64(end, "D"))

@@ -8,6 +8,7 @@ stream entries, so the same t gives the same features by construction, and a tes
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,7 @@ from features.calendar import is_peak
 from features.schema import PLAN_COLUMNS
 
 DAY = 86_400
+KEY_SHIFT = np.int64(1) << np.int64(34)  # composite key*2^34 + epoch seconds (good until the year 2514)
 PRIOR_STRENGTH = 20.0
 
 Stream = Literal["delivery", "handover", "allocation", "handed", "carrier_exception", "transit"]
@@ -170,22 +172,25 @@ def epoch_seconds(values: pd.Series | np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype="datetime64[s]").astype(np.int64)
 
 
-def static_features(*, rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Features of the decision row itself: its plan and calendar, all known at decision time."""
-    t = rows["allocated_at"].to_numpy(dtype="datetime64[s]")
+def static_features(*, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> dict[str, np.ndarray]:
+    """Features of the decision row itself: its plan and calendar, all known at decision time.
+
+    `rows` is a frame or plain column arrays (the live path skips pandas).
+    """
+    t = np.asarray(rows["allocated_at"], dtype="datetime64[s]")
+    n = len(t)
     day = t.astype("datetime64[D]")
-    promised = rows["promised_delivery"].to_numpy(dtype="datetime64[s]").astype("datetime64[D]")
+    promised = np.asarray(rows["promised_delivery"], dtype="datetime64[s]").astype("datetime64[D]")
     ship_by = (
-        rows["ship_by"].to_numpy(dtype="datetime64[s]")
-        if "ship_by" in rows.columns
-        else np.full(len(rows), np.datetime64("NaT", "s"))
+        np.asarray(rows["ship_by"], dtype="datetime64[s]")
+        if "ship_by" in rows
+        else np.full(n, np.datetime64("NaT", "s"))
     )
     out: dict[str, np.ndarray] = {}
     for column in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id"):
-        out[column] = rows[column].to_numpy(dtype=object) if column in rows.columns else np.full(len(rows), None)
-    out["distance_km"] = (
-        rows["distance_km"].to_numpy(dtype=float) if "distance_km" in rows.columns else np.full(len(rows), np.nan)
-    )
+        out[column] = np.asarray(rows[column], dtype=object) if column in rows else np.full(n, None)
+    distance = rows["distance_km"] if "distance_km" in rows else None
+    out["distance_km"] = np.full(n, np.nan) if distance is None else np.asarray(distance, dtype=float)
     out["promised_days"] = (promised - day).astype(np.float64)
     carrier_days = (promised - ship_by.astype("datetime64[D]")).astype("timedelta64[D]").astype(np.float64)
     out["carrier_days"] = np.where(np.isnat(ship_by), np.nan, carrier_days)
@@ -269,23 +274,51 @@ def derive_features(
     return f
 
 
+@dataclass(frozen=True)
+class Notices:
+    """Announced disruptions as arrays (times in epoch seconds); `carrier` None means every carrier."""
+
+    announced: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    region: np.ndarray
+    carrier: np.ndarray
+    severity: np.ndarray
+
+    @classmethod
+    def from_records(cls, records: pd.DataFrame | list[dict] | None) -> Notices | None:
+        """Notices from a frame or records with announced_at, start, end, region, carrier, severity."""
+        frame = records if isinstance(records, pd.DataFrame) else pd.DataFrame(records or [])
+        if frame.empty:
+            return None
+        carrier = frame["carrier"].to_numpy(dtype=object) if "carrier" in frame else np.full(len(frame), None)
+        carrier = np.array([c if isinstance(c, str) and c not in ("", "nan", "None") else None for c in carrier])
+        return cls(
+            announced=epoch_seconds(frame["announced_at"]),
+            start=epoch_seconds(frame["start"]),
+            end=epoch_seconds(frame["end"]),
+            region=frame["region"].to_numpy(dtype=object),
+            carrier=carrier,
+            severity=frame["severity"].to_numpy(dtype=np.float64),
+        )
+
+
 def active_disruptions(
-    *, notices: pd.DataFrame | None, t: np.ndarray, carrier: np.ndarray, dest_region: np.ndarray
+    *, notices: Notices | None, t: np.ndarray, carrier: np.ndarray, dest_region: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Announced disruptions active at t on the row's region (for its carrier, or for all carriers)."""
     count = np.zeros(len(t), dtype=np.float64)
     severity = np.zeros(len(t), dtype=np.float64)
-    if notices is None or notices.empty:
+    if notices is None or not len(t):
         return {"count": count, "severity": severity}
     t = np.asarray(t, dtype=np.int64)
-    for notice in notices.itertuples(index=False):
-        announced = epoch_seconds(np.array([notice.announced_at]))[0]
-        start = epoch_seconds(np.array([notice.start]))[0]
-        end = epoch_seconds(np.array([notice.end]))[0]
-        applies = (t > announced) & (t >= start) & (t < end) & (dest_region == notice.region)
-        notice_carrier = notice.carrier
-        if isinstance(notice_carrier, str) and notice_carrier not in ("", "nan", "None"):
-            applies &= carrier == notice_carrier
+    # Only notices that can apply to some row are visited (a live request's rows share one time).
+    relevant = np.flatnonzero((notices.announced < t.max()) & (notices.start <= t.max()) & (notices.end > t.min()))
+    for i in relevant:
+        applies = (t > notices.announced[i]) & (t >= notices.start[i]) & (t < notices.end[i])
+        applies &= dest_region == notices.region[i]
+        if notices.carrier[i] is not None:
+            applies &= carrier == notices.carrier[i]
         count += applies
-        severity += np.where(applies, float(notice.severity), 0.0)
+        severity += np.where(applies, notices.severity[i], 0.0)
     return {"count": count, "severity": severity}

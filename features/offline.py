@@ -18,9 +18,11 @@ import pandas as pd
 from features.definitions import (
     AGGREGATES,
     DAY,
+    KEY_SHIFT,
     LOOKBACK_SECONDS,
     MODEL_FEATURES,
     STREAM_KEYS,
+    Notices,
     active_disruptions,
     derive_features,
     epoch_seconds,
@@ -32,7 +34,6 @@ from features.history import History
 from features.labels import carrier_delay_outcome, carrier_exception, history_as_of, late_handover_outcome
 from features.storage import staged_folder
 
-KEY_SHIFT = np.int64(1) << np.int64(34)  # epoch seconds stay below 2**34 until the year 2514
 ID_COLUMNS = ("shipment_id", "allocated_at")
 
 
@@ -165,13 +166,13 @@ def node_state_at(*, node_days: pd.DataFrame | None, node_id: np.ndarray, t: np.
 
 def features_for_rows(
     *,
-    rows: pd.DataFrame,
+    rows: pd.DataFrame | dict[str, np.ndarray],
     streams: dict[str, StreamEntries],
     node_days: pd.DataFrame | None,
     notices: pd.DataFrame | None,
 ) -> dict[str, np.ndarray]:
-    """Every feature for each decision row, from stream entries known strictly before its time."""
-    t = epoch_seconds(rows["allocated_at"].to_numpy(dtype="datetime64[s]"))
+    """Every feature for each decision row (frame or column arrays), from stream entries known before its time."""
+    t = epoch_seconds(rows["allocated_at"])
     static = static_features(rows=rows)
     key_columns = {k: static[k] for k in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id")}
     aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -187,7 +188,7 @@ def features_for_rows(
         aggregates=aggregates,
         node_state=node_state_at(node_days=node_days, node_id=static["node_id"], t=t),
         disruptions=active_disruptions(
-            notices=notices, t=t, carrier=static["carrier"], dest_region=static["dest_region"]
+            notices=Notices.from_records(notices), t=t, carrier=static["carrier"], dest_region=static["dest_region"]
         ),
     )
 

@@ -9,10 +9,8 @@ from the shared definitions, so offline and online agree for the same t.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, insort
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from itertools import accumulate
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,6 +18,8 @@ import pandas as pd
 from features.definitions import (
     AGGREGATES,
     DAY,
+    KEY_SHIFT,
+    Notices,
     active_disruptions,
     derive_features,
     static_features,
@@ -30,33 +30,82 @@ from features.history import History
 from features.schema import PICK_FAILURE_CODES
 
 CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
+# The aggregates answered together: those counting the same stream under the same key set.
+_BY_ENTRIES: dict[tuple[str, tuple[str, ...]], list] = {}
+for _aggregate in AGGREGATES:
+    _BY_ENTRIES.setdefault((_aggregate.stream, _aggregate.keys), []).append(_aggregate)
+_ALL_KEYSETS = {aggregate.keys for aggregate in AGGREGATES} | {("node_id",)}
+_WINDOWS = list(dict.fromkeys(aggregate.window for aggregate in AGGREGATES))
+_WINDOW_ROWS = {group: [_WINDOWS.index(a.window) for a in members] for group, members in _BY_ENTRIES.items()}
 
 
-@dataclass
-class _Series:
-    """Entries of one (stream, key) in time order, with running sums."""
+class _KeyedEntries:
+    """One stream's entries grouped by one key set, for window counts over many keys at once.
 
-    times: list[int] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
-    prefix: list[float] = field(default_factory=lambda: [0.0])
+    Entries live in a sorted columnar part (composite key*2^34+time, running sums) plus a short
+    unsorted tail of recent arrivals, merged in when it grows: a query is a few vectorised
+    searches, whatever the number of keys it asks about.
+    """
 
-    def add(self, *, time: int, value: float) -> None:
-        """Insert an entry, keeping time order."""
-        if not self.times or time >= self.times[-1]:
-            self.times.append(time)
-            self.values.append(value)
-            self.prefix.append(self.prefix[-1] + value)
-            return
-        position = bisect_left(self.times, time)
-        insort(self.times, time)
-        self.values.insert(position, value)
-        self.prefix = [0.0, *accumulate(self.values)]
+    MERGE_AT = 4_096  # a merge rewrites the sorted part; the tail is sorted per query, cheaply
 
-    def window(self, *, lo: int, hi: int) -> tuple[int, float]:
-        """Count and sum of entries with lo <= time < hi."""
-        i_hi = bisect_left(self.times, hi)
-        i_lo = min(bisect_left(self.times, lo), i_hi)
-        return i_hi - i_lo, self.prefix[i_hi] - self.prefix[i_lo]
+    def __init__(self) -> None:
+        self.codes: dict[tuple, int] = {}
+        self.composite = np.empty(0, dtype=np.int64)
+        self.values = np.empty(0, dtype=np.float64)
+        self.cumulative = np.zeros(1, dtype=np.float64)
+        self.tail_composite: list[int] = []
+        self.tail_values: list[float] = []
+
+    @classmethod
+    def from_arrays(cls, *, keys: list[tuple], codes: np.ndarray, time: np.ndarray, value: np.ndarray) -> _KeyedEntries:
+        """Entries in bulk: `codes` index into `keys`."""
+        index = cls()
+        index.codes = {key: i for i, key in enumerate(keys)}
+        composite = codes.astype(np.int64) * KEY_SHIFT + time.astype(np.int64)
+        order = np.argsort(composite, kind="stable")
+        index.composite = composite[order]
+        index.values = value.astype(np.float64)[order]
+        index.cumulative = np.concatenate([[0.0], np.cumsum(index.values)])
+        return index
+
+    def add(self, *, key: tuple, time: int, value: float) -> None:
+        """Record one entry."""
+        code = self.codes.setdefault(key, len(self.codes))
+        self.tail_composite.append(code * int(KEY_SHIFT) + time)
+        self.tail_values.append(value)
+        if len(self.tail_composite) >= self.MERGE_AT:
+            self._merge()
+
+    def _merge(self) -> None:
+        tail = np.array(self.tail_composite, dtype=np.int64)
+        order = np.argsort(tail, kind="stable")
+        # After existing entries of the same instant, as a replay would have them.
+        positions = np.searchsorted(self.composite, tail[order], side="right")
+        self.composite = np.insert(self.composite, positions, tail[order])
+        self.values = np.insert(self.values, positions, np.array(self.tail_values, dtype=np.float64)[order])
+        self.cumulative = np.concatenate([[0.0], np.cumsum(self.values)])
+        self.tail_composite, self.tail_values = [], []
+
+    def windows(self, *, keys: list[tuple], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count and sum of entries with lo <= time < hi; keys has one key per column of lo and hi."""
+        base = np.fromiter((self.codes.get(k, -1) for k in keys), dtype=np.int64, count=len(keys)) * KEY_SHIFT
+        # Unknown keys (code -1) search below every entry and count nothing.
+        lo, hi = base + lo, base + hi
+        i_hi = np.searchsorted(self.composite, hi, side="left")
+        i_lo = np.minimum(np.searchsorted(self.composite, lo, side="left"), i_hi)
+        counts = i_hi - i_lo
+        totals = self.cumulative[i_hi] - self.cumulative[i_lo]
+        if self.tail_composite:
+            tail = np.array(self.tail_composite, dtype=np.int64)
+            order = np.argsort(tail, kind="stable")
+            tail = tail[order]
+            running = np.concatenate([[0.0], np.cumsum(np.array(self.tail_values, dtype=np.float64)[order])])
+            t_hi = np.searchsorted(tail, hi, side="left")
+            t_lo = np.minimum(np.searchsorted(tail, lo, side="left"), t_hi)
+            counts = counts + (t_hi - t_lo)
+            totals = totals + running[t_hi] - running[t_lo]
+        return counts, totals
 
 
 @dataclass
@@ -102,13 +151,14 @@ class OnlineFeatureState:
     """Feature state kept up to date by events, answering point-in-time features."""
 
     def __init__(self) -> None:
-        self._series: dict[tuple, _Series] = {}
+        self._entries: dict[tuple[str, tuple[str, ...]], _KeyedEntries] = {}
         self._pending: dict[str, _Pending] = {}
         self._timers: list[tuple[int, int, str, str]] = []
         self._timer_seq = 0
         self._clock: int | None = None
         self._node_days: dict[tuple[str, int], tuple[float, float]] = {}
         self._notices: list[dict] = []
+        self._notices_cache: tuple[int, Notices | None] | None = None
         self._keysets = {}
         for aggregate in AGGREGATES:
             self._keysets.setdefault(aggregate.stream, set()).add(aggregate.keys)
@@ -242,26 +292,30 @@ class OnlineFeatureState:
                 pending.delivery_done = True
                 self._add("delivery", time=time, value=1.0, attrs=pending.attrs)
 
-    def _series_keys(self, stream: str, attrs: Mapping[str, object]) -> list[tuple]:
-        """The series an entry of this stream with these attributes belongs to."""
+    def _entry_keys(self, stream: str, attrs: Mapping[str, object]) -> list[tuple[tuple[str, ...], tuple]]:
+        """(key set, key) of every grouping an entry of this stream with these attributes belongs to."""
         keys = []
         for keyset in self._keysets.get(stream, ()):
-            series_key = (stream, keyset, tuple(attrs.get(k) for k in keyset))
-            if not any(v is None or (isinstance(v, float) and np.isnan(v)) for v in series_key[2]):
-                keys.append(series_key)
+            key = tuple(attrs.get(k) for k in keyset)
+            if not any(v is None or (isinstance(v, float) and np.isnan(v)) for v in key):
+                keys.append((keyset, key))
         return keys
 
     def _add(self, stream: str, *, time: int, value: float, attrs: Mapping[str, object]) -> None:
-        for series_key in self._series_keys(stream, attrs):
-            self._series.setdefault(series_key, _Series()).add(time=time, value=value)
+        for keyset, key in self._entry_keys(stream, attrs):
+            entries = self._entries.get((stream, keyset))
+            if entries is None:
+                entries = self._entries[(stream, keyset)] = _KeyedEntries()
+            entries.add(key=key, time=time, value=value)
 
-    def _due(self, *, before: int) -> dict[tuple, list[int]]:
+    def _due(self, *, before: int) -> dict[tuple, dict[tuple, list[int]]]:
         """Late outcomes whose deadline passes before `before` but beyond the last event: counted, not stored.
 
         A query may look ahead of the events received so far; firing those timers for real would
         record a late outcome that an event still on its way could contradict.
+        Returns (stream, key set) -> key -> deadlines.
         """
-        due: dict[tuple, list[int]] = {}
+        due: dict[tuple, dict[tuple, list[int]]] = {}
         for time, _, shipment_id, kind in _heap_below(self._timers, before):
             pending = self._pending.get(shipment_id)
             if pending is None:
@@ -272,53 +326,79 @@ class OnlineFeatureState:
                 stream = "delivery"
             else:
                 continue
-            for series_key in self._series_keys(stream, pending.attrs):
-                due.setdefault(series_key, []).append(time)
+            for keyset, key in self._entry_keys(stream, pending.attrs):
+                due.setdefault((stream, keyset), {}).setdefault(key, []).append(time)
         return due
 
     # ----- queries --------------------------------------------------------------------------
-    def features(self, *, rows: pd.DataFrame) -> dict[str, np.ndarray]:
-        """Every feature for each decision row, from what the state knows strictly before the row's time."""
-        t = rows["allocated_at"].to_numpy(dtype="datetime64[s]").astype(np.int64)
+    def features(self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> dict[str, np.ndarray]:
+        """Every feature for each decision row, from what the state knows strictly before the row's time.
+
+        `rows` is a frame or plain column arrays. Every aggregate over the same stream and key set
+        is answered by one vectorised search.
+        """
+        t = np.asarray(rows["allocated_at"], dtype="datetime64[s]").astype(np.int64)
         if len(t) and self._clock is not None:
             # Deadlines up to the last event are settled; later ones are counted per query, not stored.
             self._fire_timers(before=self._clock)
         due = self._due(before=int(t.max())) if len(t) else {}
         static = static_features(rows=rows)
+        row_keys = {
+            keyset: list(zip(*(static[k] for k in keyset))) if keyset else [()] * len(t) for keyset in _ALL_KEYSETS
+        }
+        # Each distinct window's bounds once; a group of aggregates takes its rows by index.
+        bounds = [window_bounds(window=w, t=t) for w in _WINDOWS]
+        all_lo, all_hi = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
         aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for aggregate in AGGREGATES:
-            lo, hi = window_bounds(window=aggregate.window, t=t)
-            counts = np.zeros(len(t), dtype=np.int64)
-            totals = np.zeros(len(t), dtype=np.float64)
-            answered: dict[tuple, tuple[int, float]] = {}
-            for i in range(len(t)):
-                series_key = (aggregate.stream, aggregate.keys, tuple(static[k][i] for k in aggregate.keys))
-                lookup = (series_key, int(lo[i]), int(hi[i]))
-                # Candidates of one order share most keys and times: each window is counted once.
-                if lookup not in answered:
-                    series = self._series.get(series_key)
-                    count, total = series.window(lo=lookup[1], hi=lookup[2]) if series is not None else (0, 0.0)
-                    # Late outcomes not yet settled count as 1 each inside the window.
-                    extra = sum(1 for time in due.get(series_key, ()) if lookup[1] <= time < lookup[2])
-                    answered[lookup] = (count + extra, total + extra)
-                counts[i], totals[i] = answered[lookup]
-            aggregates[aggregate.name] = (counts, totals)
-        capacity = np.full(len(t), np.nan)
-        backlog = np.full(len(t), np.nan)
-        for i, (node, when) in enumerate(zip(static["node_id"], t)):
-            midnight = int(when - when % DAY)
-            known = self._node_days.get((str(node), midnight))
-            if known is not None and when > midnight:
-                capacity[i], backlog[i] = known
-        notices = pd.DataFrame(self._notices) if self._notices else None
+        for (stream, keyset), members in _BY_ENTRIES.items():
+            keys = row_keys[keyset]
+            lo, hi = all_lo[_WINDOW_ROWS[(stream, keyset)]], all_hi[_WINDOW_ROWS[(stream, keyset)]]
+            entries = self._entries.get((stream, keyset))
+            if entries is None:
+                counts, totals = np.zeros(lo.shape, dtype=np.int64), np.zeros(lo.shape)
+            else:
+                counts, totals = entries.windows(keys=keys, lo=lo, hi=hi)
+            late = due.get((stream, keyset))
+            if late:
+                # Late outcomes not yet settled count as 1 each inside the window.
+                extra = _count_due(deadlines=late, keys=keys, lo=lo, hi=hi)
+                counts, totals = counts + extra, totals + extra
+            for m, aggregate in enumerate(members):
+                aggregates[aggregate.name] = (counts[m], totals[m])
         return derive_features(
             static=static,
             aggregates=aggregates,
-            node_state={"capacity": capacity, "backlog_start": backlog},
+            node_state=self._node_state(node_id=static["node_id"], t=t),
             disruptions=active_disruptions(
-                notices=notices, t=t, carrier=static["carrier"], dest_region=static["dest_region"]
+                notices=self._notice_arrays(), t=t, carrier=static["carrier"], dest_region=static["dest_region"]
             ),
         )
+
+    def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        """Each row's node capacity and opening backlog for its day, when known before its time."""
+        capacity = np.full(len(t), np.nan)
+        backlog = np.full(len(t), np.nan)
+        for i, (node, when) in enumerate(zip(node_id, t.tolist())):
+            midnight = when - when % DAY
+            known = self._node_days.get((str(node), midnight))
+            if known is not None and when > midnight:
+                capacity[i], backlog[i] = known
+        return {"capacity": capacity, "backlog_start": backlog}
+
+    def _notice_arrays(self) -> Notices | None:
+        """The notices received so far, as arrays (rebuilt only after a new notice)."""
+        if self._notices_cache is None or self._notices_cache[0] != len(self._notices):
+            self._notices_cache = (len(self._notices), Notices.from_records(self._notices))
+        return self._notices_cache[1]
+
+
+def _count_due(*, deadlines: dict[tuple, list[int]], keys: list[tuple], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """How many unsettled deadlines of each column's key fall in each window."""
+    extra = np.zeros(lo.shape, dtype=np.int64)
+    for i, key in enumerate(keys):
+        for when in deadlines.get(key, ()):
+            extra[:, i] += (lo[:, i] <= when) & (when < hi[:, i])
+    return extra
 
 
 def warm_start(*, history: History, as_of: pd.Timestamp) -> OnlineFeatureState:
@@ -339,17 +419,19 @@ def warm_start(*, history: History, as_of: pd.Timestamp) -> OnlineFeatureState:
         known = entries.time < cutoff
         if known.any():
             latest.append(int(entries.time[known].max()))
-        frame = pd.DataFrame({"time": entries.time[known], "value": entries.value[known]})
-        for key, column in entries.attrs.items():
-            frame[key] = column[known]
-        frame = frame.sort_values("time", kind="stable")
         for keyset in state._keysets.get(stream, ()):
-            if not keyset:
-                state._series[(stream, (), ())] = _bulk_series(frame)
-                continue
-            usable = frame.dropna(subset=list(keyset))
-            for key, group in usable.groupby(list(keyset), sort=False):
-                state._series[(stream, keyset, key if isinstance(key, tuple) else (key,))] = _bulk_series(group)
+            usable = known.copy()
+            for key in keyset:
+                usable &= pd.notna(entries.attrs[key])
+            columns = [entries.attrs[key][usable] for key in keyset]
+            if columns:
+                codes, uniques = pd.MultiIndex.from_arrays(columns).factorize()
+                keys = [tuple(u) for u in uniques]
+            else:
+                codes, keys = np.zeros(int(usable.sum()), dtype=np.int64), [()]
+            state._entries[(stream, keyset)] = _KeyedEntries.from_arrays(
+                keys=keys, codes=codes, time=entries.time[usable], value=entries.value[usable]
+            )
     _remember_open_shipments(state=state, shipments=shipments, cutoff=cutoff)
     if history.node_days is not None:
         days = history.node_days[history.node_days["date"] < as_of]
@@ -363,12 +445,6 @@ def warm_start(*, history: History, as_of: pd.Timestamp) -> OnlineFeatureState:
             )
     state._clock = max(latest) if latest else None
     return state
-
-
-def _bulk_series(frame: pd.DataFrame) -> _Series:
-    """A series from time-sorted entries."""
-    values = frame["value"].astype(float).tolist()
-    return _Series(times=frame["time"].astype(int).tolist(), values=values, prefix=[0.0, *accumulate(values)])
 
 
 def _remember_open_shipments(*, state: OnlineFeatureState, shipments: pd.DataFrame, cutoff: int) -> None:

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 
 from approvals.errors import ApprovalsError
 from features.errors import FeaturesError
 from rules.errors import RulesError
+from serving import bodies
 from serving import runtime as runtime_module
 from serving.metrics import Metrics
 from serving.routers import events, health, routing, scores
@@ -23,6 +25,7 @@ from training.errors import TrainingError
 
 log = logging.getLogger("riskroute.serving")
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_BYTES = REQUEST_ID_HEADER.lower().encode()
 DOMAIN_ERRORS = (
     ApprovalsError,
     FeaturesError,
@@ -54,6 +57,42 @@ async def _follow_journal(app: FastAPI) -> None:
             log.exception("applying journal events failed")
 
 
+class RequestContext:
+    """Pure ASGI middleware: every response carries a request id (the caller's, or a new one); latency is recorded.
+
+    Written against ASGI directly because the decorator form costs a task switch per request,
+    which the risk-score hot path cannot afford.
+    """
+
+    def __init__(self, app, *, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        identifier = next((v.decode() for k, v in scope["headers"] if k == REQUEST_ID_BYTES), None) or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = identifier
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_BYTES, identifier.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = scope.get("route")
+            self.metrics.latency.labels(
+                endpoint=getattr(route, "path", "unmatched"), method=scope["method"], status=str(status)
+            ).observe(time.perf_counter() - started)
+
+
 def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runtime | None = None) -> FastAPI:
     """The service; `runtime` can be handed in (tests), otherwise it is loaded at startup."""
 
@@ -82,19 +121,7 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
 
     app.state.metrics = Metrics()
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next):
-        """Every response carries a request id (the caller's, or a new one); its latency is recorded."""
-        identifier = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        request.state.request_id = identifier
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        app.state.metrics.latency.labels(
-            endpoint=getattr(route, "path", "unmatched"), method=request.method, status=str(response.status_code)
-        ).observe(time.perf_counter() - started)
-        response.headers[REQUEST_ID_HEADER] = identifier
-        return response
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -112,6 +139,16 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
 
     for error in DOMAIN_ERRORS:
         app.add_exception_handler(error, domain_error)
+
+    def openapi() -> dict:
+        """The schema, with the bodies the hot-path routes parse themselves (see `serving.bodies`)."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(bodies.component_schemas())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     app.include_router(health.router)
     app.include_router(scores.router)

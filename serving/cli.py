@@ -310,7 +310,7 @@ def run(
     if not serve_after:
         return
     _print_examples(port=port, history=history)
-    serve(host="127.0.0.1", port=port, workers=1)
+    serve(host="127.0.0.1", port=port, workers=1, access_log=False)
 
 
 def _print_examples(*, port: int, history) -> None:
@@ -463,6 +463,9 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes")] = 1,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="one log line per request (latency is in /metrics)")
+    ] = False,
 ) -> None:
     """Start the HTTP service (risk scores, routing decisions, events) on the embedded default or your settings."""
     import uvicorn
@@ -475,7 +478,15 @@ def serve(
         require_current(engine=engine)
     finally:
         engine.dispose()
-    uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "serving.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+        access_log=access_log,
+    )
 
 
 @db_app.command("upgrade")

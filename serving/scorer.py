@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -36,22 +36,35 @@ class ModelSet:
         return {m.name: m.version for m in (self.carrier_delay, self.node_congestion) if m is not None}
 
 
-def query_rows(*, queries: RiskQueries) -> pd.DataFrame:
-    """Risk queries as the decision rows the feature definitions read."""
-    return pd.DataFrame(
-        {
-            "allocated_at": pd.to_datetime(queries.decided_at).astype("datetime64[s]"),
-            "node_id": queries.node_id,
-            "node_type": queries.node_type,
-            "carrier": queries.carrier,
-            "service": queries.service,
-            "origin_region": queries.origin_region,
-            "dest_region": queries.dest_region,
-            "distance_km": pd.array(queries.distance_km, dtype="float64"),
-            "ship_by": pd.to_datetime(queries.ship_by).astype("datetime64[s]"),
-            "promised_delivery": pd.to_datetime(queries.promised_delivery).astype("datetime64[s]"),
-        }
-    )
+_EPOCH = datetime(1970, 1, 1)
+_ONE = {"s": timedelta(seconds=1), "D": timedelta(days=1)}
+
+
+def _moments(values: list, unit: str) -> np.ndarray:
+    """Dates or naive times as datetime64, each distinct value converted once (a request's candidates share most)."""
+    converted: dict = {}
+    step = _ONE[unit]
+    for value in values:
+        if value not in converted:
+            start = _EPOCH if isinstance(value, datetime) else _EPOCH.date()
+            converted[value] = (value - start) // step
+    return np.array([converted[v] for v in values], dtype=np.int64).astype(f"datetime64[{unit}]")
+
+
+def query_rows(*, queries: RiskQueries) -> dict[str, np.ndarray]:
+    """Risk queries as the decision-row columns the feature definitions read (plain arrays: no pandas here)."""
+    return {
+        "allocated_at": _moments(queries.decided_at, "s"),
+        "node_id": np.array(queries.node_id, dtype=object),
+        "node_type": np.array(queries.node_type, dtype=object),
+        "carrier": np.array(queries.carrier, dtype=object),
+        "service": np.array(queries.service, dtype=object),
+        "origin_region": np.array(queries.origin_region, dtype=object),
+        "dest_region": np.array(queries.dest_region, dtype=object),
+        "distance_km": np.array([np.nan if d is None else d for d in queries.distance_km], dtype=np.float64),
+        "ship_by": _moments(queries.ship_by, "s"),
+        "promised_delivery": _moments(queries.promised_delivery, "D").astype("datetime64[s]"),
+    }
 
 
 class ModelScorer:

@@ -226,3 +226,30 @@ def test_a_warm_start_continues_exactly_like_a_full_replay(tiny_history):
     online_features = _replay(state=state, events=events[events["event_time"] >= cutoff], rows=rows)
     assert _mismatches(_features(tiny_history, rows), online_features) == {}
     assert len(rows) > 500
+
+
+@given(
+    entries=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 500), st.sampled_from([0.0, 1.0, 2.5])),
+        max_size=300,
+    ),
+    queries=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "z"]), st.integers(0, 520), st.integers(0, 200)), min_size=1, max_size=20
+    ),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(entries, queries):
+    """Sorted part, unsorted tail and merges together answer like a brute-force count."""
+    from features.online import _KeyedEntries
+
+    index = _KeyedEntries()
+    index.MERGE_AT = 7  # merge often, so queries meet merged, half-merged and tail-only states
+    for key, when, value in entries:
+        index.add(key=(key,), time=when, value=value)
+    keys = [(q[0],) for q in queries]
+    lo = np.array([q[1] - q[2] for q in queries])
+    hi = np.array([q[1] for q in queries])
+    counts, totals = index.windows(keys=keys, lo=lo, hi=hi)
+    for g, (key, t_hi, width) in enumerate(queries):
+        inside = [v for k, w, v in entries if k == key and t_hi - width <= w < t_hi]
+        assert counts[g] == len(inside) and totals[g] == pytest.approx(sum(inside))

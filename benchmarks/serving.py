@@ -1,0 +1,352 @@
+"""Benchmark: the risk-score endpoint beside `mlflow models serve` and the raw model, and routing decisions.
+
+On the embedded default (the `make run` history, features and `@champion` models; made first if
+missing) it starts two servers, each one uvicorn worker with OMP_NUM_THREADS=1:
+
+- riskroute (`riskroute serve`), asked for the risk of 50 candidates: one order's real options
+  (nodes x carrier services to one destination region, at the history's end), described as a
+  routing engine describes them; riskroute looks up their online features and scores both models;
+- `mlflow models serve` on the carrier-delay `@champion`, given the same 50 candidates' features
+  already computed (it has no feature store, so it does strictly less work).
+
+Both are called alternately in blocks from one keep-alive client (the standard library's
+`http.client`, the lightest there is), so machine noise falls on both alike. The raw
+`Booster.predict` of both models on the same 50 rows is the physical limit. Routing decisions are
+timed for a 3-line order with 20 candidate nodes x 3 services, in-process and over HTTP. Ends with
+one line of JSON.
+
+    .venv/bin/python benchmarks/serving.py [--data-dir data] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before LightGBM loads: the same setting as both servers
+# Run as a script, this file's folder comes first on sys.path and its name would hide the serving package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A port nobody listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(*, port: int, path: str, process: subprocess.Popen, seconds: float) -> None:
+    """Block until GET path answers 200, or fail naming the server."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server on port {port} exited with code {process.returncode}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", path)
+            if connection.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"server on port {port} did not answer {path} within {seconds:.0f} s")
+
+
+class Caller:
+    """One keep-alive connection posting one prepared body."""
+
+    def __init__(self, *, port: int, path: str, body: dict, headers: dict | None = None) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.path = path
+        self.body = json.dumps(body).encode()
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+
+    def __call__(self) -> bytes:
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        response = self.connection.getresponse()
+        payload = response.read()
+        if response.status != 200:
+            raise SystemExit(f"{self.path} answered {response.status}: {payload[:300]!r}")
+        return payload
+
+
+def timed(call, n: int) -> list[float]:
+    """Milliseconds of n calls."""
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def ensure_default_run(*, data_dir: Path) -> None:
+    """The `make run` outputs (history, features, champions), made now if missing."""
+    from training.tracking import alias_version, configure
+
+    configure(tracking_uri=None)
+    have_models = all(alias_version(model_name=m, alias="champion") for m in ("carrier_delay", "node_congestion"))
+    if have_models and (data_dir / "history" / "default").exists():
+        return
+    print("no embedded default yet: running `riskroute run --no-serve` first", flush=True)
+    subprocess.run([str(BIN / "riskroute"), "run", "--no-serve", "--data-dir", str(data_dir)], check=True)
+
+
+def order_candidates(*, history, n: int) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """n options of one order, as a routing engine would ask: the network's most used (node, carrier, service)
+    combinations, each shipping to the busiest destination region, decided at the history's end."""
+    shipments = history.shipments
+    decided = shipments["allocated_at"].max().floor("min")
+    recent = shipments[shipments["allocated_at"] > decided - pd.Timedelta(days=7)]
+    region = recent["dest_region"].value_counts().index[0]
+    combos = recent.groupby(["node_id", "carrier", "service"], observed=True).size().sort_values(ascending=False)
+    rows = recent.set_index(["node_id", "carrier", "service"]).loc[combos.head(n).index]
+    rows = rows.groupby(level=[0, 1, 2], sort=False).tail(1).reset_index()
+    # The node's typical distance to the region, where it has shipped there.
+    into = recent[recent["dest_region"] == region].groupby("node_id", observed=True)["distance_km"].median()
+    rows["distance_km"] = rows["node_id"].map(into).fillna(rows["distance_km"]).astype(float)
+    rows["dest_region"] = region
+    # Ship-by and promise move with the decision: same offsets from the order as the real shipment had.
+    offset = decided - rows["allocated_at"]
+    rows["ship_by"] = rows["ship_by"] + offset
+    rows["promised_delivery"] = (rows["promised_delivery"] + offset).dt.normalize()
+    rows["allocated_at"] = decided
+    return rows, decided
+
+
+def risk_body(*, rows: pd.DataFrame) -> dict:
+    """The candidates as a routing engine sends them."""
+    return {
+        "candidates": [
+            {
+                "node_id": r.node_id,
+                "node_type": r.node_type,
+                "origin_region": r.origin_region,
+                "carrier": r.carrier,
+                "service": r.service,
+                "dest_region": r.dest_region,
+                "distance_km": float(r.distance_km),
+                "ship_by": r.ship_by.isoformat(),
+                "promised_delivery": r.promised_delivery.date().isoformat(),
+                "decided_at": r.allocated_at.isoformat(),
+            }
+            for r in rows.itertuples()
+        ]
+    }
+
+
+def decision_body(*, history, decided: pd.Timestamp) -> dict:
+    """A 3-line order with 20 candidate nodes x 3 carrier services each."""
+    shipments = history.shipments
+    recent = shipments[shipments["allocated_at"] > decided - pd.Timedelta(days=7)]
+    region = recent["dest_region"].value_counts().index[0]
+    nodes = recent.drop_duplicates("node_id").head(20)
+    services = recent.groupby(["carrier", "service"], observed=True).size().sort_values(ascending=False).head(3).index
+    ship_by = (decided + pd.Timedelta(hours=8)).isoformat()
+    rng = np.random.default_rng(7)
+    lines = [{"line_id": f"L{i}", "sku": f"SKU{i}", "quantity": 1} for i in range(1, 4)]
+    return {
+        "order": {
+            "order_id": "bench-order",
+            "dest_region": region,
+            "tier": "plus",
+            "promised_delivery": (decided + pd.Timedelta(days=4)).date().isoformat(),
+            "decided_at": decided.isoformat(),
+            "lines": lines,
+        },
+        "candidates": [
+            {
+                "node_id": node.node_id,
+                "node_type": node.node_type,
+                "region": node.origin_region,
+                "handling_cost": round(float(rng.uniform(0.8, 3.0)), 2),
+                "available": {line["line_id"]: int(rng.integers(0, 3)) for line in lines},
+                "distance_km": float(node.distance_km),
+                "options": [
+                    {
+                        "carrier": carrier,
+                        "service": service,
+                        "cost": round(float(rng.uniform(5, 14)), 2),
+                        "transit_days": {"next_day": 1, "two_day": 2}.get(service, 3),
+                        "ship_by": ship_by,
+                    }
+                    for carrier, service in services
+                ],
+            }
+            for node in nodes.itertuples()
+        ],
+    }
+
+
+def raw_predict_ms(*, rows: pd.DataFrame, history, n: int) -> tuple[float, pd.DataFrame]:
+    """p50 of Booster.predict of both champions on the 50 rows, and the carrier model's feature table."""
+    from features.offline import features_for_rows, prepare
+    from training.tracking import load_registered
+
+    features = features_for_rows(
+        rows=rows, streams=prepare(history=history).streams, node_days=history.node_days, notices=history.notices
+    )
+    total = 0.0
+    table = None
+    for name in ("carrier_delay", "node_congestion"):
+        model = load_registered(model_name=name, alias="champion").model
+        matrix = model.encode(features)
+        timed(lambda m=model, x=matrix: m.booster_.predict(x, num_iteration=m.best_iteration_, num_threads=1), 200)
+        total += percentile(
+            timed(lambda m=model, x=matrix: m.booster_.predict(x, num_iteration=m.best_iteration_, num_threads=1), n),
+            50,
+        )
+        if name == "carrier_delay":
+            table = pd.DataFrame({f: features[f] for f in model.features_})
+    return total, table
+
+
+def start_riskroute(*, port: int, data_dir: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RISKROUTE_DATA_DIR": str(data_dir)}
+    command = [str(BIN / "riskroute"), "serve", "--port", str(port), "--workers", "1"]
+    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def start_mlflow(*, port: int, tracking_uri: str, log: Path) -> subprocess.Popen:
+    # MLflow starts its server by running `uvicorn` from PATH: the one of this environment.
+    path = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": tracking_uri, "PATH": path}
+    command = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        "models:/carrier_delay@champion",
+        "--env-manager",
+        "local",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data")
+    parser.add_argument("--requests", type=int, default=2000, help="timed requests per server")
+    args = parser.parse_args()
+    os.chdir(ROOT)  # the embedded default's paths (data/, mlruns/) are relative to the project
+
+    from features.history import load_history
+    from serving import runtime as service
+    from serving.schemas import DecisionCreate
+    from serving.settings import Settings
+    from training.tracking import configure
+
+    ensure_default_run(data_dir=args.data_dir)
+    tracking_uri = configure(tracking_uri=None)
+    subprocess.run(
+        [str(BIN / "riskroute"), "db", "upgrade"],
+        check=True,
+        env={**os.environ, "RISKROUTE_DATA_DIR": str(args.data_dir)},
+    )
+    history, _ = load_history(path=args.data_dir / "history" / "default")
+    rows, decided = order_candidates(history=history, n=50)
+    raw_ms, carrier_table = raw_predict_ms(rows=rows, history=history, n=args.requests)
+    mlflow_body = {"dataframe_split": json.loads(carrier_table.to_json(orient="split", index=False))}
+
+    logs = Path(tempfile.mkdtemp(prefix="riskroute-serving-bench-"))
+    ours, theirs = free_port(), free_port()
+    servers = [
+        start_riskroute(port=ours, data_dir=args.data_dir, log=logs / "riskroute.log"),
+        start_mlflow(port=theirs, tracking_uri=tracking_uri, log=logs / "mlflow.log"),
+    ]
+    try:
+        wait_until(port=ours, path="/readyz", process=servers[0], seconds=300)
+        wait_until(port=theirs, path="/ping", process=servers[1], seconds=300)
+        riskroute = Caller(port=ours, path="/v1/risk-scores", body=risk_body(rows=rows))
+        mlflow = Caller(port=theirs, path="/invocations", body=mlflow_body)
+        answer = json.loads(riskroute())
+        if answer["degraded"]:
+            raise SystemExit(f"riskroute answered in degraded mode: {answer['degraded_reasons']}")
+        theirs_risk = np.array(json.loads(mlflow())["predictions"], dtype=float)
+        ours_risk = np.array([s["carrier_delay_risk"] for s in answer["scores"]])
+        agreement = float(np.max(np.abs(theirs_risk - ours_risk)))
+        ours_ms, theirs_ms = [], []
+        timed(riskroute, 200)
+        timed(mlflow, 200)
+        block = 100
+        for _ in range(args.requests // block):
+            ours_ms += timed(riskroute, block)
+            theirs_ms += timed(mlflow, block)
+
+        decide = Caller(port=ours, path="/v1/routing/decisions", body=decision_body(history=history, decided=decided))
+        timed(decide, 100)
+        decision_http = timed(decide, max(args.requests // 2, 200))
+    finally:
+        for server in servers:
+            server.terminate()
+        for server in servers:
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+    runtime = service.start(settings=Settings(data_dir=args.data_dir))
+    body = DecisionCreate.model_validate(decision_body(history=history, decided=decided))
+    timed(lambda: service.decide(runtime=runtime, body=body, request_id="bench"), 100)
+    decision_in_process = timed(lambda: service.decide(runtime=runtime, body=body, request_id="bench"), 1000)
+    shutil.rmtree(logs, ignore_errors=True)
+
+    figures = {
+        "candidates": len(rows),
+        "requests": len(ours_ms),
+        "riskroute_p50_ms": round(percentile(ours_ms, 50), 3),
+        "riskroute_p99_ms": round(percentile(ours_ms, 99), 3),
+        "mlflow_p50_ms": round(percentile(theirs_ms, 50), 3),
+        "mlflow_p99_ms": round(percentile(theirs_ms, 99), 3),
+        "raw_predict_ms": round(raw_ms, 3),
+        "speedup_vs_mlflow": round(percentile(theirs_ms, 50) / percentile(ours_ms, 50), 2),
+        "endpoint_over_raw": round(percentile(ours_ms, 50) / raw_ms, 2),
+        "max_abs_risk_difference_vs_mlflow": agreement,
+        "decision_p50_ms_in_process": round(percentile(decision_in_process, 50), 3),
+        "decision_p50_ms_http": round(percentile(decision_http, 50), 3),
+        "decision_p99_ms_http": round(percentile(decision_http, 99), 3),
+        "decisions_per_s_in_process": round(1000 / percentile(decision_in_process, 50), 1),
+        "decisions_per_s_http": round(1000 / percentile(decision_http, 50), 1),
+    }
+    print(f"{'':34}{'p50 ms':>10}{'p99 ms':>10}")
+    print(
+        f"{'riskroute /v1/risk-scores (50)':34}{figures['riskroute_p50_ms']:>10.3f}{figures['riskroute_p99_ms']:>10.3f}"
+    )
+    print(f"{'mlflow models serve (50 rows)':34}{figures['mlflow_p50_ms']:>10.3f}{figures['mlflow_p99_ms']:>10.3f}")
+    print(f"{'raw Booster.predict, both models':34}{figures['raw_predict_ms']:>10.3f}")
+    print(f"mlflow p50 / riskroute p50: {figures['speedup_vs_mlflow']:.2f}x (target >= 3)")
+    print(f"riskroute p50 / raw predict: {figures['endpoint_over_raw']:.2f}x (target <= 3)")
+    print(f"largest carrier-delay risk difference riskroute vs mlflow: {agreement:.2e}")
+    print(
+        f"routing decision, 3 lines x 20 nodes x 3 services: p50 {figures['decision_p50_ms_in_process']:.3f} ms "
+        f"in-process, {figures['decision_p50_ms_http']:.3f} ms over HTTP (target <= 5)"
+    )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
