@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/history.py
 	$(BIN)/python benchmarks/training.py --dask
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

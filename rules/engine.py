@@ -238,19 +238,6 @@ def _option_rule(
     return None
 
 
-def _subset_rule(
-    *, ruleset: Ruleset, candidate: Candidate, option: ShippingOption, lines: Sequence[OrderLine]
-) -> str | None:
-    """The first rule that forbids this node and option for this particular set of lines."""
-    if any(candidate.available.get(line.line_id, 0) < line.quantity for line in lines):
-        return "inventory"
-    if any(line.hazmat for line in lines):
-        hazmat = ruleset.eligibility.hazmat
-        if candidate.node_type not in hazmat.allowed_node_types or option.service in hazmat.forbidden_services:
-            return hazmat.id
-    return None
-
-
 def _lane_adjustment(*, ruleset: Ruleset, carrier: str, dest_region: str) -> float:
     """Sum of lane adjustments that apply to a carrier on the destination region."""
     return sum(
@@ -337,83 +324,94 @@ def decide(
     if len({c.node_id for c in candidates}) != len(candidates):
         raise OrderError(f"order {order.order_id}: a node appears twice among the candidates")
     penalty = ruleset.scoring.late_penalty_by_tier.get(order.tier, 0.0)
-    # best[n, s]: cheapest eligible shipment of unit-subset s from node n (inf if none); pick[n, s]: its row.
-    best = np.full((len(candidates), n_subsets), np.inf)
-    pick = np.full((len(candidates), n_subsets), -1, dtype=np.int64)
-    late = np.zeros((len(candidates), n_subsets))
-    traces: list[OptionTrace] = []
     ordered = sorted(candidates, key=lambda c: c.node_id)
     by_node = {c.node_id: i for i, c in enumerate(ordered)}
-    priced: dict[int, tuple] = {}
-    for local, (candidate, option) in enumerate(rows):
-        row = offset + local
-        p_carrier = float(scores.carrier_delay[row])
-        p_congestion = float(scores.node_congestion[row])
-        p_late = float(_combined_late(np.array(p_carrier), np.array(p_congestion)))
-        load = candidate.assigned_today + extra_load.get(candidate.node_id, 0.0)
-        option_rule = _option_rule(
-            ruleset=ruleset, order=order, candidate=candidate, option=option, load=load, p_late=p_late
+    n_rows = len(rows)
+    chunk = slice(offset, offset + n_rows)
+    p_carrier = np.asarray(scores.carrier_delay[chunk], dtype=np.float64)
+    p_congestion = np.asarray(scores.node_congestion[chunk], dtype=np.float64)
+    p_late = _combined_late(p_carrier, p_congestion)
+    option_rules = [
+        _option_rule(
+            ruleset=ruleset,
+            order=order,
+            candidate=candidate,
+            option=option,
+            load=candidate.assigned_today + extra_load.get(candidate.node_id, 0.0),
+            p_late=float(p_late[r]),
         )
-        lane = _lane_adjustment(ruleset=ruleset, carrier=option.carrier, dest_region=order.dest_region)
-        n = by_node[candidate.node_id]
-        supplies = [
-            u
-            for u in range(n_units)
-            if all(candidate.available.get(line.line_id, 0) >= line.quantity for line in units[u])
-        ]
-        full_mask = sum(1 << u for u in supplies)
-        for subset in range(1, n_subsets):
-            lines = [line for u in range(n_units) if subset >> u & 1 for line in units[u]]
-            rule = option_rule or _subset_rule(ruleset=ruleset, candidate=candidate, option=option, lines=lines)
-            units_count = sum(line.quantity for line in lines)
-            handling = candidate.handling_cost * (1 + ruleset.scoring.handling_per_extra_unit * (units_count - 1))
-            total = option.cost + handling + penalty * p_late + lane
-            if subset == full_mask:
-                traces.append(
-                    OptionTrace(
-                        node_id=candidate.node_id,
-                        carrier=option.carrier,
-                        service=option.service,
-                        lines=tuple(line.line_id for line in lines),
-                        eligible=rule is None,
-                        excluded_by=rule,
-                        p_carrier_delay=p_carrier,
-                        p_node_congestion=p_congestion,
-                        p_late=p_late,
-                        shipping=option.cost,
-                        handling=handling,
-                        late_penalty=penalty * p_late,
-                        lane_adjustment=lane,
-                        total=total,
-                    )
-                )
-            if rule is None and (total, option.carrier, option.service) < (
-                best[n, subset],
-                *priced.get((n, subset), ("", "")),
-            ):
-                best[n, subset] = total
-                pick[n, subset] = local
-                late[n, subset] = p_late
-                priced[(n, subset)] = (option.carrier, option.service)
-        if not supplies:
-            traces.append(
-                OptionTrace(
-                    node_id=candidate.node_id,
-                    carrier=option.carrier,
-                    service=option.service,
-                    lines=(),
-                    eligible=False,
-                    excluded_by="inventory",
-                    p_carrier_delay=p_carrier,
-                    p_node_congestion=p_congestion,
-                    p_late=p_late,
-                    shipping=option.cost,
-                    handling=candidate.handling_cost,
-                    late_penalty=penalty * p_late,
-                    lane_adjustment=lane,
-                    total=math.inf,
-                )
+        for r, (candidate, option) in enumerate(rows)
+    ]
+    lanes: dict[str, float] = {}
+    lane = np.array(
+        [
+            lanes.setdefault(
+                o.carrier, _lane_adjustment(ruleset=ruleset, carrier=o.carrier, dest_region=order.dest_region)
             )
+            for _, o in rows
+        ]
+    )
+    # Per subset of units (bitmask s): its lines, unit count and whether it carries hazmat.
+    subset_lines = [tuple(line for u in range(n_units) if s >> u & 1 for line in units[u]) for s in range(n_subsets)]
+    subset_units = np.array([sum(line.quantity for line in lines) for lines in subset_lines], dtype=np.float64)
+    subset_hazmat = np.array([any(line.hazmat for line in lines) for lines in subset_lines])
+    # Per node: the units it can ship whole, as a bitmask.
+    supply = np.array(
+        [
+            sum(
+                1 << u
+                for u in range(n_units)
+                if all(c.available.get(line.line_id, 0) >= line.quantity for line in units[u])
+            )
+            for c in ordered
+        ],
+        dtype=np.int64,
+    )
+    node_of_row = np.array([by_node[c.node_id] for c, _ in rows], dtype=np.int64)
+    hazmat = ruleset.eligibility.hazmat
+    hazmat_blocked = np.array(
+        [c.node_type not in hazmat.allowed_node_types or o.service in hazmat.forbidden_services for c, o in rows]
+    )
+    cost = np.array([o.cost for _, o in rows], dtype=np.float64)
+    handling_cost = np.array([c.handling_cost for c, _ in rows], dtype=np.float64)
+    subsets = np.arange(n_subsets, dtype=np.int64)
+    # [row, subset] arrays: the price of shipping that subset with that row's node and option.
+    handling = handling_cost[:, None] * (1 + ruleset.scoring.handling_per_extra_unit * (subset_units[None, :] - 1))
+    total = cost[:, None] + handling + (penalty * p_late + lane)[:, None]
+    stocked = (subsets[None, :] & ~supply[node_of_row][:, None]) == 0
+    hazmat_bad = subset_hazmat[None, :] & hazmat_blocked[:, None]
+    option_ok = np.array([rule is None for rule in option_rules], dtype=bool)
+    eligible = option_ok[:, None] & stocked & ~hazmat_bad
+    eligible[:, 0] = False
+    best, pick, late = _cheapest_per_node(
+        eligible=eligible, total=total, node_of_row=node_of_row, n_nodes=len(ordered), rows=rows, p_late=p_late
+    )
+    traces = []
+    for r, (candidate, option) in enumerate(rows):
+        full = int(supply[node_of_row[r]])
+        if full == 0:
+            rule, lines, row_handling, row_total = "inventory", (), candidate.handling_cost, math.inf
+        else:
+            rule = option_rules[r] or (hazmat.id if hazmat_bad[r, full] else None)
+            lines, row_handling, row_total = subset_lines[full], float(handling[r, full]), float(total[r, full])
+        traces.append(
+            OptionTrace(
+                node_id=candidate.node_id,
+                carrier=option.carrier,
+                service=option.service,
+                lines=tuple(line.line_id for line in lines),
+                eligible=rule is None,
+                excluded_by=rule,
+                p_carrier_delay=float(p_carrier[r]),
+                p_node_congestion=float(p_congestion[r]),
+                p_late=float(p_late[r]),
+                shipping=option.cost,
+                handling=row_handling,
+                late_penalty=float(penalty * p_late[r]),
+                lane_adjustment=float(lane[r]),
+                total=row_total,
+            )
+        )
     ranked = _search(
         best=best,
         n_units=n_units,
@@ -452,6 +450,35 @@ def decide(
         degraded=bool(np.any(degraded_rows)),
         notes=tuple(scores.notes),
     )
+
+
+def _cheapest_per_node(
+    *, eligible: np.ndarray, total: np.ndarray, node_of_row: np.ndarray, n_nodes: int, rows: list, p_late: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """best[n, s]: cheapest eligible price of subset s from node n (inf if none); pick: its row; late: its P(late).
+
+    Ties on price go to the smaller (carrier, service), then to the earlier row: a stable key.
+    """
+    n_subsets = total.shape[1]
+    best = np.full((n_nodes, n_subsets), np.inf)
+    pick = np.full((n_nodes, n_subsets), -1, dtype=np.int64)
+    late = np.zeros((n_nodes, n_subsets))
+    row, subset = np.nonzero(eligible)
+    if row.size == 0:
+        return best, pick, late
+    names = sorted({(o.carrier, o.service) for _, o in rows})
+    rank = {name: i for i, name in enumerate(names)}
+    tiebreak = np.array([rank[(o.carrier, o.service)] for _, o in rows], dtype=np.int64)
+    node = node_of_row[row]
+    order = np.lexsort((row, tiebreak[row], total[row, subset], subset, node))
+    node, subset, row = node[order], subset[order], row[order]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = (node[1:] != node[:-1]) | (subset[1:] != subset[:-1])
+    node, subset, row = node[first], subset[first], row[first]
+    best[node, subset] = total[row, subset]
+    pick[node, subset] = row
+    late[node, subset] = p_late[row]
+    return best, pick, late
 
 
 def _search(

@@ -15,10 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from serving.schemas import RiskScoresCreate
+from serving.schemas import DecisionCreate, RerouteCreate, RiskScoresCreate
 
 Body = TypeVar("Body", bound=BaseModel)
-PARSED_BODIES: tuple[type[BaseModel], ...] = (RiskScoresCreate,)
+PARSED_BODIES: tuple[type[BaseModel], ...] = (RiskScoresCreate, DecisionCreate, RerouteCreate)
 REF = "#/components/schemas/{model}"
 
 

@@ -78,6 +78,10 @@ class RiskrouteClient:
         body = {"order": order, "candidates": candidates, "excluded": excluded}
         return self._post("/v1/routing/reroute", body, request_id)
 
+    def send_events(self, events: list[dict], *, request_id: str | None = None) -> dict:
+        """Record outcome, exception and capacity events (resending an event id is harmless)."""
+        return self._post("/v1/events", {"events": events}, request_id)
+
     def ready(self) -> dict:
         """The readiness report (models, ruleset, features, problems)."""
         return self._http.get("/readyz").json()

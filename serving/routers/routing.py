@@ -1,9 +1,11 @@
-"""POST /v1/routing/decisions and /v1/routing/reroute."""
+"""POST /v1/routing/decisions and /v1/routing/reroute (parsed from and answered in bytes, like risk scores)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
+from serving import bodies
 from serving import runtime as service
 from serving.deps import MetricsDep, RequestIdDep, RuntimeDep
 from serving.schemas import DecisionCreate, DecisionRead, RerouteCreate
@@ -11,9 +13,10 @@ from serving.schemas import DecisionCreate, DecisionRead, RerouteCreate
 router = APIRouter(prefix="/v1/routing", tags=["routing"])
 
 
-@router.post("/decisions")
-def decisions(body: DecisionCreate, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> DecisionRead:
+@router.post("/decisions", response_model=DecisionRead, openapi_extra=bodies.request_body(DecisionCreate))
+async def decisions(request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> Response:
     """The least-cost eligible allocation of an order, with its trace."""
+    body = await bodies.parse(request, DecisionCreate)
     answer = service.decide(runtime=runtime, body=body, request_id=request_id)
     metrics.answered(
         endpoint="/v1/routing/decisions",
@@ -21,12 +24,13 @@ def decisions(body: DecisionCreate, runtime: RuntimeDep, request_id: RequestIdDe
         reasons=answer.degraded_reasons,
         candidates=len(answer.trace),
     )
-    return answer
+    return bodies.json_response(answer)
 
 
-@router.post("/reroute")
-def reroute(body: RerouteCreate, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> DecisionRead:
+@router.post("/reroute", response_model=DecisionRead, openapi_extra=bodies.request_body(RerouteCreate))
+async def reroute(request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> Response:
     """The decision again after an exception, never choosing what failed."""
+    body = await bodies.parse(request, RerouteCreate)
     answer = service.decide(runtime=runtime, body=body, request_id=request_id, excluded=body.excluded)
     metrics.answered(
         endpoint="/v1/routing/reroute",
@@ -34,4 +38,4 @@ def reroute(body: RerouteCreate, runtime: RuntimeDep, request_id: RequestIdDep, 
         reasons=answer.degraded_reasons,
         candidates=len(answer.trace),
     )
-    return answer
+    return bodies.json_response(answer)

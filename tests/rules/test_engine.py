@@ -21,12 +21,22 @@ from rules.engine import (
     ShippingOption,
     _lane_adjustment,
     _option_rule,
-    _subset_rule,
     decide_batch,
 )
 from rules.schema import load_ruleset, seed_ruleset_path
 
 SEED = load_ruleset(path=seed_ruleset_path())
+
+
+def _subset_rule(*, ruleset, candidate, option, lines) -> str | None:
+    """The brute force's own reading of the rules that depend on which lines a shipment carries."""
+    if any(candidate.available.get(line.line_id, 0) < line.quantity for line in lines):
+        return "inventory"
+    if any(line.hazmat for line in lines):
+        hazmat = ruleset.eligibility.hazmat
+        if candidate.node_type not in hazmat.allowed_node_types or option.service in hazmat.forbidden_services:
+            return hazmat.id
+    return None
 NOW = datetime(2026, 11, 2, 10, 0)
 PROMISE = date(2026, 11, 6)
 
