@@ -44,10 +44,18 @@ def make_engine(*, url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection, _record) -> None:  # noqa: ANN001 - DB-API connection
+            # SQLAlchemy, not the driver, starts transactions (below): see SQLAlchemy's pysqlite notes.
+            connection.isolation_level = None
             cursor = connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _write_lock_up_front(connection) -> None:  # noqa: ANN001 - SQLAlchemy connection
+            # Take the write lock when the transaction starts: two writers then queue instead of
+            # both reading first and one failing to upgrade its lock (SQLite's "database is locked").
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)
