@@ -19,7 +19,7 @@ from rules.errors import RulesError
 from serving import bodies
 from serving import runtime as runtime_module
 from serving.metrics import Metrics
-from serving.routers import events, health, routing, scores
+from serving.routers import audit, events, health, proposals, routing, rulesets, scores, tokens
 from serving.settings import Settings, get_settings
 from training.errors import TrainingError
 
@@ -46,15 +46,16 @@ async def _follow_champion(app: FastAPI) -> None:
             app.state.metrics.models(versions=runtime.models.versions(), names=runtime_module.MODEL_NAMES)
 
 
-async def _follow_journal(app: FastAPI) -> None:
-    """Apply events other workers recorded, so every worker's features trail the journal by one interval."""
+async def _follow_database(app: FastAPI) -> None:
+    """Apply events other workers recorded and swap in a newly active ruleset, once per interval."""
     runtime = app.state.runtime
     while True:
         await asyncio.sleep(runtime.settings.events_poll_seconds)
         try:
             await asyncio.to_thread(runtime_module.sync_events, runtime=runtime)
+            await asyncio.to_thread(runtime_module.sync_ruleset, runtime=runtime)
         except Exception:  # noqa: BLE001 - a database hiccup must not end the poller; the next tick retries
-            log.exception("applying journal events failed")
+            log.exception("following the database failed")
 
 
 class RequestContext:
@@ -105,7 +106,7 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
         if runtime is None:
             watchers.append(asyncio.create_task(_follow_champion(app)))
         if loaded.database is not None:
-            watchers.append(asyncio.create_task(_follow_journal(app)))
+            watchers.append(asyncio.create_task(_follow_database(app)))
         yield
         for watcher in watchers:
             watcher.cancel()
@@ -154,4 +155,8 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     app.include_router(scores.router)
     app.include_router(routing.router)
     app.include_router(events.router)
+    app.include_router(proposals.router)
+    app.include_router(rulesets.router)
+    app.include_router(audit.router)
+    app.include_router(tokens.router)
     return app

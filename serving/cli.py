@@ -29,9 +29,13 @@ models_app = typer.Typer(help="Compare and inspect registered risk models.", no_
 rules_app = typer.Typer(help="Check rulesets.", no_args_is_help=True)
 db_app = typer.Typer(help="Migrate and inspect riskroute's database.", no_args_is_help=True)
 events_app = typer.Typer(help="The events the service has recorded.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens and their roles.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(rules_app, name="rules")
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
+app.add_typer(tokens_app, name="tokens")
+app.add_typer(audit_app, name="audit")
 app.add_typer(history_app, name="history")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
@@ -498,7 +502,9 @@ def db_upgrade(
 
 
 def _upgrade(*, url: str, revision: str = "head") -> None:
-    from approvals.db import upgrade
+    from approvals import rulesets
+    from approvals.db import head_revision, open_database, transaction, upgrade
+    from rules.schema import load_ruleset, seed_ruleset_path
 
     before, after = upgrade(url=url, revision=revision)
     where = url.split("@")[-1] if "@" in url else url
@@ -506,6 +512,96 @@ def _upgrade(*, url: str, revision: str = "head") -> None:
         console.print(f"database {where} is at revision {after} (nothing to do)")
     else:
         console.print(f"database {where} migrated from {before or 'empty'} to revision {after}")
+    if after != head_revision():
+        return
+    settings = get_settings()
+    database = open_database(url=url)
+    try:
+        with transaction(sessions=database.sessions) as session:
+            seed = load_ruleset(path=settings.ruleset_path or seed_ruleset_path())
+            version = rulesets.ensure_seeded(session=session, ruleset=seed)
+            active = rulesets.active_number(session=session)
+    finally:
+        database.dispose()
+    console.print(f"active ruleset: version {active} ({version.name})")
+
+
+def _database():
+    """The configured database, migrated (or a clear error saying to migrate it)."""
+    from approvals.db import open_database
+
+    return open_database(url=get_settings().database)
+
+
+@tokens_app.command("create")
+def tokens_create(
+    role: Annotated[str, typer.Option(help="router, ops_lead, data_scientist or admin")],
+    name: Annotated[str, typer.Option(help="who or what holds the token (unique)")],
+) -> None:
+    """Create a token and print it once (only its hash is kept)."""
+    from approvals import tokens
+    from approvals.db import transaction
+
+    database = _database()
+    try:
+        with transaction(sessions=database.sessions) as session:
+            token = tokens.create(session=session, name=name, role=role, created_by="cli")
+    finally:
+        database.dispose()
+    errors.print(f"token for {name} ({role}); shown once, store it now:")
+    print(token)
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    name: Annotated[str, typer.Argument(help="the token's name")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log)")],
+) -> None:
+    """Revoke a token by name."""
+    from approvals import tokens
+    from approvals.db import transaction
+
+    database = _database()
+    try:
+        with transaction(sessions=database.sessions) as session:
+            tokens.revoke(session=session, name=name, actor="cli", reason=reason)
+    finally:
+        database.dispose()
+    console.print(f"token {name} revoked")
+
+
+@tokens_app.command("list")
+def tokens_list() -> None:
+    """Every token's name, role and state (never the token)."""
+    from approvals import tokens
+
+    database = _database()
+    try:
+        with database.sessions() as session:
+            table = Table("name", "role", "created", "revoked")
+            for t in tokens.listing(session=session):
+                table.add_row(t.name, t.role, f"{t.created_at:%Y-%m-%d %H:%M}", f"{t.revoked_at or ''}")
+    finally:
+        database.dispose()
+    console.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the audit chain; exit 1 naming the first broken link if anyone edited the record."""
+    from approvals import audit
+
+    database = _database()
+    try:
+        with database.sessions() as session:
+            report = audit.verify(session=session)
+    finally:
+        database.dispose()
+    if report.ok:
+        console.print(f"audit chain OK: {report.entries} entries, every link intact")
+        return
+    errors.print(f"[bold red]audit chain BROKEN at entry {report.broken_at}:[/bold red] {report.problem}")
+    raise typer.Exit(1)
 
 
 @db_app.command("current")

@@ -1,13 +1,29 @@
-"""Dependency aliases the routers share (async: a sync dependency costs a thread hop per request)."""
+"""Dependency aliases the routers share (async: a sync dependency costs a thread hop per request).
+
+Authentication: a bearer token names a principal with one role; every endpoint declares the roles
+it admits (401 without a valid token, 403 with the wrong role). A checked token is trusted for
+`auth_cache_seconds`, so the hot path does not query the database on every request.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Path, Request
+from sqlalchemy.orm import Session
 
+from approvals import tokens
+from approvals.db import transaction
+from approvals.tokens import Principal
 from serving.metrics import Metrics
-from serving.runtime import Runtime
+from serving.runtime import NoDatabase, Runtime
+
+TRUSTED = Principal(name="trusted-network", role="router")
+MAX_ID = 2**53  # larger numbers are typos (and beyond what every database column holds)
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 async def get_runtime(request: Request) -> Runtime:
@@ -28,3 +44,64 @@ async def get_metrics(request: Request) -> Metrics:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def principal_from(*, runtime: Runtime, authorization: str | None) -> Principal:
+    """Who a bearer token belongs to (cached), or a 401."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise _unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+    token = authorization[7:].strip()
+    key = tokens.digest(token)
+    cached = runtime.auth_cache.get(key)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    if runtime.database is None:
+        raise NoDatabase("authentication needs the database, and this service runs without one")
+    with runtime.database.sessions() as session:
+        principal = tokens.authenticate(session=session, token=token)
+    if principal is None:
+        runtime.auth_cache.pop(key, None)
+        raise _unauthorized("the token is not valid (unknown or revoked)")
+    runtime.auth_cache[key] = (principal, time.monotonic() + runtime.settings.auth_cache_seconds)
+    return principal
+
+
+def roles(*allowed: str, open_with_setting: bool = False):
+    """A dependency admitting only principals whose role is in `allowed` (admin is not implied)."""
+
+    async def check(request: Request) -> Principal:
+        runtime: Runtime = request.app.state.runtime
+        if open_with_setting and runtime.settings.open_routing:
+            return TRUSTED
+        principal = principal_from(runtime=runtime, authorization=request.headers.get("authorization"))
+        if principal.role not in allowed:
+            raise HTTPException(
+                status_code=403,
+                detail=f"{principal.name} is {principal.role}; this endpoint needs {' or '.join(allowed)}",
+            )
+        return principal
+
+    check.roles = allowed  # read by the role x endpoint test and the docs
+    return check
+
+
+RouterDep = Annotated[Principal, Depends(roles("router", open_with_setting=True))]
+OpsLeadDep = Annotated[Principal, Depends(roles("ops_lead"))]
+ProposerDep = Annotated[Principal, Depends(roles("data_scientist", "ops_lead"))]
+ReaderDep = Annotated[Principal, Depends(roles("ops_lead", "data_scientist", "admin"))]
+AuditorDep = Annotated[Principal, Depends(roles("ops_lead", "admin"))]
+AdminDep = Annotated[Principal, Depends(roles("admin"))]
+WithdrawerDep = Annotated[Principal, Depends(roles("data_scientist", "ops_lead", "admin"))]
+
+
+@contextmanager
+def unit_of_work(runtime: Runtime) -> Iterator[Session]:
+    """One transaction for one request's business: committed when the block ends, rolled back if it raises."""
+    if runtime.database is None:
+        raise NoDatabase("this endpoint needs the database, and this service runs without one")
+    with transaction(sessions=runtime.database.sessions) as session:
+        yield session

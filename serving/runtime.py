@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from approvals import journal
-from approvals.db import Database, open_database
+from approvals import journal, rulesets
+from approvals.db import Database, open_database, transaction
 from features.errors import FeaturesError
 from features.online import OnlineFeatureState, warm_start
 from rules.engine import Candidate, Decision, Order, OrderLine, RiskQueries, ShippingOption, decide_batch
@@ -55,11 +55,19 @@ class Runtime:
     state: OnlineFeatureState
     load_problems: dict[str, str] = field(default_factory=dict)
     database: Database | None = None
+    ruleset_version: int | None = None
     journal_seq: int = 0
     history_end: pd.Timestamp | None = None
     unapplied_events: int = 0
     # Events are applied by request threads and the poller while requests read features.
     state_lock: threading.RLock = field(default_factory=threading.RLock)
+    # token digest -> (principal, monotonic expiry)
+    auth_cache: dict = field(default_factory=dict)
+
+    def rules(self) -> tuple[Ruleset, int | None]:
+        """The ruleset in force and its version number, read together (a swap never splits them)."""
+        with self.state_lock:
+            return self.ruleset, self.ruleset_version
 
     @property
     def scorer(self) -> ModelScorer:
@@ -133,7 +141,12 @@ def load_state(*, history_path: Path | None) -> tuple[OnlineFeatureState, pd.Tim
 def start(*, settings: Settings) -> Runtime:
     """Load everything the service needs; an un-migrated database is fatal, a missing model or history is not."""
     database = open_database(url=settings.database)
-    ruleset = load_ruleset(path=settings.ruleset_path or seed_ruleset_path())
+    seed = load_ruleset(path=settings.ruleset_path or seed_ruleset_path())
+    with transaction(sessions=database.sessions) as session:
+        version = rulesets.ensure_seeded(session=session, ruleset=seed)
+        ruleset = rulesets.to_ruleset(version=rulesets.active(session=session))
+        number = rulesets.active_number(session=session)
+    log.info("ruleset version %s (%s) is active", number, version.name)
     models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
     state, history_end, state_problem = load_state(history_path=settings.warm_start_history or settings.history_dir)
     if state_problem:
@@ -141,6 +154,7 @@ def start(*, settings: Settings) -> Runtime:
     runtime = Runtime(
         settings=settings,
         ruleset=ruleset,
+        ruleset_version=number,
         models=models,
         state=state,
         load_problems=problems,
@@ -149,6 +163,48 @@ def start(*, settings: Settings) -> Runtime:
     )
     sync_events(runtime=runtime)
     return runtime
+
+
+def sync_ruleset(*, runtime: Runtime) -> int | None:
+    """Swap in the active ruleset version if it moved; returns the new version number, or None if unchanged."""
+    if runtime.database is None:
+        return None
+    with runtime.database.sessions() as session:
+        number = rulesets.active_number(session=session)
+        if number is None or number == runtime.ruleset_version:
+            return None
+        ruleset = rulesets.to_ruleset(version=rulesets.get(session=session, number=number))
+    with runtime.state_lock:
+        runtime.ruleset, runtime.ruleset_version = ruleset, number
+    log.info("ruleset version %s is now active", number)
+    return number
+
+
+class MlflowChampions:
+    """The model registry as approvals sees it: who is champion, which versions exist, moving the alias."""
+
+    def __init__(self, *, tracking_uri: str | None) -> None:
+        from training.tracking import configure
+
+        configure(tracking_uri=tracking_uri)
+
+    def champion(self, model_name: str) -> str | None:
+        """The version @champion points at."""
+        from training.tracking import CHAMPION, alias_version
+
+        return alias_version(model_name=model_name, alias=CHAMPION)
+
+    def exists(self, model_name: str, version: str) -> bool:
+        """Whether the version is registered."""
+        from training.tracking import version_exists
+
+        return version_exists(model_name=model_name, version=version)
+
+    def promote(self, model_name: str, version: str) -> None:
+        """Move @champion (the service follows it within its polling interval)."""
+        from training.tracking import CHAMPION, set_alias
+
+        set_alias(model_name=model_name, alias=CHAMPION, version=version)
 
 
 def sync_events(*, runtime: Runtime) -> int:
@@ -299,8 +355,8 @@ def decide(
 ) -> schemas.DecisionRead:
     """Route one order: the engine's decision and trace, stamped with the ruleset and models that made it."""
     order, candidates = _order(body=body, excluded=excluded or [])
-    scorer = runtime.scorer
-    decision: Decision = decide_batch(orders=[order], candidates=[candidates], ruleset=runtime.ruleset, scorer=scorer)[
+    ruleset, version = runtime.rules()
+    decision: Decision = decide_batch(orders=[order], candidates=[candidates], ruleset=ruleset, scorer=runtime.scorer)[
         0
     ]
     return schemas.DecisionRead(
@@ -313,6 +369,7 @@ def decide(
         unroutable_reason=decision.unroutable_reason,
         ruleset_name=decision.ruleset_name,
         ruleset_hash=decision.ruleset_hash,
+        ruleset_version=version,
         model_versions=runtime.models.versions(),
         degraded=decision.degraded,
         degraded_reasons=list(decision.notes),

@@ -204,6 +204,7 @@ class DecisionRead(BaseModel):
     unroutable_reason: str | None
     ruleset_name: str
     ruleset_hash: str
+    ruleset_version: int | None = Field(description="the approved ruleset version that decided (None: a file ruleset)")
     model_versions: dict[str, str]
     degraded: bool
     degraded_reasons: list[str]
@@ -299,3 +300,160 @@ class EventsRead(BaseModel):
     accepted: int
     duplicates: list[str] = Field(description="event ids already recorded with the same content (ignored)")
     features_as_of: datetime | None = Field(description="the newest event time this worker's features know")
+
+
+# ----- the approval loop -------------------------------------------------------------------------
+class ProposalCreate(_Body):
+    """A proposed rule change (JSON Patch against the active ruleset) or model promotion."""
+
+    kind: Literal["rule_change", "model_promotion"]
+    target: str = Field(min_length=1, max_length=200, description="what it changes, e.g. capacity:DC01 or model:NAME")
+    diff: list[dict] | dict = Field(
+        description='rule_change: RFC 6902 operations; model_promotion: {"model": NAME, "version": VERSION}'
+    )
+    rationale: str = Field(min_length=1, max_length=5_000)
+    evidence: dict = Field(default_factory=dict, description="figures, models and versions, MLflow run id, data window")
+    backtest: dict | None = None
+
+
+class DecisionReason(_Body):
+    """An ops lead's decision, with its reason and (for approvals) the content hash they reviewed."""
+
+    reason: str = Field(min_length=1, max_length=5_000)
+    content_hash: str | None = Field(default=None, min_length=64, max_length=64)
+
+
+class WithdrawCreate(_Body):
+    """Why a proposal is withdrawn."""
+
+    reason: str = Field(min_length=1, max_length=5_000)
+
+
+class RebaseCreate(_Body):
+    """A stale proposal re-anchored on what is current (optionally with a new diff)."""
+
+    diff: list[dict] | dict | None = None
+
+
+class ProposalDecisionRead(BaseModel):
+    """One approval or rejection."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    actor: str
+    decision: str
+    reason: str
+    content_hash: str
+    created_at: datetime
+
+
+class ProposalRead(BaseModel):
+    """A proposal and where it stands."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    target: str
+    diff: list[dict] | dict
+    rationale: str
+    evidence: dict
+    backtest: dict | None
+    proposer: str
+    content_hash: str
+    base_version: int | None
+    base_champion: str | None
+    status: str
+    required_approvals: int
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    applied_at: datetime | None
+    applied_version: int | None
+    decisions: list[ProposalDecisionRead] = Field(default_factory=list)
+
+
+class RulesetVersionRead(BaseModel):
+    """A ruleset version (its document only when asked for one version)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    number: int
+    name: str
+    content_hash: str
+    created_at: datetime
+    created_by: str
+    proposal_id: int | None
+    note: str
+    active: bool = False
+    content: dict | None = None
+
+
+class RulesetDiffRead(BaseModel):
+    """What turns one version into another (RFC 6902)."""
+
+    from_version: int
+    to_version: int
+    diff: list[dict]
+
+
+class RollbackCreate(_Body):
+    """Point the active ruleset back at an earlier version, now."""
+
+    to_version: int = Field(ge=1, le=2**53)
+    reason: str = Field(min_length=1, max_length=5_000)
+
+
+class AuditEntryRead(BaseModel):
+    """One link of the audit chain."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    object_type: str
+    object_id: str
+    before: dict | None
+    after: dict | None
+    reason: str | None
+    prev_hash: str
+    hash: str
+
+
+class AuditVerifyRead(BaseModel):
+    """The chain walked from the first entry."""
+
+    ok: bool
+    entries: int
+    broken_at: int | None
+    problem: str | None
+
+
+Role = Literal["router", "ops_lead", "data_scientist", "admin"]
+
+
+class TokenCreate(_Body):
+    """A new API token."""
+
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+
+
+class TokenRead(BaseModel):
+    """A token's record (never the token itself)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    role: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenRead):
+    """A token just made: shown this once."""
+
+    token: str

@@ -7,16 +7,20 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from approvals.policy import Policy
+
 
 class Settings(BaseSettings):
     """riskroute settings (environment variables prefixed RISKROUTE_)."""
 
-    model_config = SettingsConfigDict(env_prefix="RISKROUTE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RISKROUTE_", env_nested_delimiter="__", extra="ignore")
 
     data_dir: Path = Path("data")
     scenario: str = "default"
     seed: int = 7
-    ruleset_path: Path | None = Field(default=None, description="ruleset file; default the seed ruleset")
+    ruleset_path: Path | None = Field(
+        default=None, description="the ruleset that seeds version 1 of an empty database; default the seed ruleset"
+    )
     mlflow_tracking_uri: str | None = Field(default=None, description="default MLFLOW_TRACKING_URI or mlruns/")
     freshness_limit_minutes: float = Field(default=180.0, gt=0, description="older features mean degraded mode")
     max_batch: int = Field(default=1_000, ge=1, description="candidates per risk-score request")
@@ -24,8 +28,17 @@ class Settings(BaseSettings):
     model_poll_seconds: float = Field(default=30.0, gt=0, description="how often @champion is checked for a move")
     database_url: str | None = Field(default=None, description="default: a SQLite file in the data folder")
     events_poll_seconds: float = Field(
-        default=2.0, gt=0, description="how often a worker applies events other workers recorded"
+        default=2.0,
+        gt=0,
+        description="how often a worker applies events other workers recorded and picks up a new active ruleset",
     )
+    open_routing: bool = Field(
+        default=False, description="serve risk scores, decisions and events without a token (trusted networks only)"
+    )
+    auth_cache_seconds: float = Field(
+        default=5.0, ge=0, description="how long a worker trusts a checked token (revocation takes at most this)"
+    )
+    approvals: Policy = Field(default_factory=Policy, description="approvals needed, guardrails, expiry, cooldown")
 
     @property
     def database(self) -> str:

@@ -147,3 +147,15 @@ def database(database_url: str):
     opened = open_database(url=database_url)
     yield opened
     opened.dispose()
+
+
+def bearer(database, *, role: str, name: str | None = None) -> dict[str, str]:
+    """Authorization headers with a new token of the role."""
+    from approvals import tokens
+    from approvals.db import transaction
+
+    with transaction(sessions=database.sessions) as session:
+        token = tokens.create(
+            session=session, name=name or f"{role}-{uuid.uuid4().hex[:6]}", role=role, created_by="test"
+        )
+    return {"Authorization": f"Bearer {token}"}

@@ -130,6 +130,20 @@ class RegisteredModel:
     run_id: str
 
 
+def version_exists(*, model_name: str, version: str) -> bool:
+    """Whether the registry holds this version of the model."""
+    try:
+        MlflowClient().get_model_version(model_name, str(version))
+        return True
+    except MlflowException:
+        return False
+
+
+def set_alias(*, model_name: str, alias: str, version: str) -> None:
+    """Point an alias at a registered version."""
+    MlflowClient().set_registered_model_alias(model_name, alias, str(version))
+
+
 def load_registered(*, model_name: str, alias: str | None = None, version: str | None = None) -> RegisteredModel:
     """Load models:/NAME@ALIAS (or a version) as a ready-to-score model, checked once against this code."""
     client = MlflowClient()

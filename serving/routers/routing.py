@@ -7,14 +7,16 @@ from fastapi.responses import Response
 
 from serving import bodies
 from serving import runtime as service
-from serving.deps import MetricsDep, RequestIdDep, RuntimeDep
+from serving.deps import MetricsDep, RequestIdDep, RouterDep, RuntimeDep
 from serving.schemas import DecisionCreate, DecisionRead, RerouteCreate
 
 router = APIRouter(prefix="/v1/routing", tags=["routing"])
 
 
 @router.post("/decisions", response_model=DecisionRead, openapi_extra=bodies.request_body(DecisionCreate))
-async def decisions(request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> Response:
+async def decisions(
+    request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep, _: RouterDep
+) -> Response:
     """The least-cost eligible allocation of an order, with its trace."""
     body = await bodies.parse(request, DecisionCreate)
     answer = service.decide(runtime=runtime, body=body, request_id=request_id)
@@ -28,7 +30,9 @@ async def decisions(request: Request, runtime: RuntimeDep, request_id: RequestId
 
 
 @router.post("/reroute", response_model=DecisionRead, openapi_extra=bodies.request_body(RerouteCreate))
-async def reroute(request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> Response:
+async def reroute(
+    request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep, _: RouterDep
+) -> Response:
     """The decision again after an exception, never choosing what failed."""
     body = await bodies.parse(request, RerouteCreate)
     answer = service.decide(runtime=runtime, body=body, request_id=request_id, excluded=body.excluded)

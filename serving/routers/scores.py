@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from serving import bodies
 from serving import runtime as service
-from serving.deps import MetricsDep, RequestIdDep, RuntimeDep
+from serving.deps import MetricsDep, RequestIdDep, RouterDep, RuntimeDep
 from serving.schemas import RiskScoresCreate, RiskScoresRead
 
 router = APIRouter(prefix="/v1", tags=["risk"])
@@ -19,7 +19,9 @@ router = APIRouter(prefix="/v1", tags=["risk"])
     openapi_extra=bodies.request_body(RiskScoresCreate),
     responses={413: {"description": "too many candidates in one request"}},
 )
-async def risk_scores(request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep) -> Response:
+async def risk_scores(
+    request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep, _: RouterDep
+) -> Response:
     """Carrier-delay, node-congestion and combined late risk per candidate."""
     # Scoring is CPU-bound and short: it runs on the event loop rather than paying a thread hop.
     body = await bodies.parse(request, RiskScoresCreate)

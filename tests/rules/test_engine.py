@@ -37,6 +37,8 @@ def _subset_rule(*, ruleset, candidate, option, lines) -> str | None:
         if candidate.node_type not in hazmat.allowed_node_types or option.service in hazmat.forbidden_services:
             return hazmat.id
     return None
+
+
 NOW = datetime(2026, 11, 2, 10, 0)
 PROMISE = date(2026, 11, 6)
 

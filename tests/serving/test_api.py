@@ -14,7 +14,7 @@ from serving.app import REQUEST_ID_HEADER, create_app
 from serving.runtime import Runtime
 from serving.scorer import ModelSet
 from serving.settings import Settings
-from tests.conftest import migrated_sqlite
+from tests.conftest import bearer, migrated_sqlite
 from training.datasets import default_windows
 from training.tracking import configure, load_registered
 from training.train import train_model
@@ -42,6 +42,7 @@ def client(twin, tables, truth, decided, tmp_path_factory):
         database=migrated_sqlite(folder=tmp_path_factory.mktemp("db")),
     )
     with TestClient(create_app(runtime=runtime)) as test_client:
+        test_client.headers.update(bearer(runtime.database, role="router"))
         yield test_client
 
 
@@ -178,7 +179,8 @@ def test_health_and_readiness(client):
 
 def test_readiness_is_503_without_models(twin, decided):
     runtime = Runtime(
-        settings=Settings(),
+        # No database here, so no tokens: the routing endpoints are opened as on a trusted network.
+        settings=Settings(open_routing=True),
         ruleset=load_ruleset(path=seed_ruleset_path()),
         models=ModelSet(),
         state=warm_start(history=twin, as_of=decided),

@@ -64,7 +64,8 @@ def window(twin):
 
 def _runtime(*, twin, as_of, database) -> Runtime:
     return Runtime(
-        settings=Settings(events_poll_seconds=0.05),
+        # Events from a trusted network: authentication has its own tests.
+        settings=Settings(events_poll_seconds=0.05, open_routing=True),
         ruleset=load_ruleset(path=seed_ruleset_path()),
         models=ModelSet(),
         state=warm_start(history=twin, as_of=as_of),

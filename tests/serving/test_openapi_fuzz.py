@@ -7,12 +7,14 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from approvals import rulesets
+from approvals.db import transaction
 from features.online import warm_start
 from rules.schema import load_ruleset, seed_ruleset_path
 from serving.app import create_app
 from serving.runtime import Runtime, load_models
 from serving.settings import Settings
-from tests.conftest import migrated_sqlite
+from tests.conftest import bearer, migrated_sqlite
 from training.datasets import default_windows
 from training.train import train_model
 
@@ -29,7 +31,8 @@ def app(twin, tables, truth, tmp_path_factory):
     models, problems = load_models(tracking_uri=uri)
     decided = twin.shipments["allocated_at"].quantile(0.9).floor("h")
     runtime = Runtime(
-        settings=Settings(max_batch=50),
+        # Routing endpoints open (as on a trusted network) so every case reaches the engine; the rest need tokens.
+        settings=Settings(max_batch=50, open_routing=True, mlflow_tracking_uri=uri),
         ruleset=load_ruleset(path=seed_ruleset_path()),
         models=models,
         state=warm_start(history=twin, as_of=decided),
@@ -37,8 +40,14 @@ def app(twin, tables, truth, tmp_path_factory):
         database=migrated_sqlite(folder=tmp_path_factory.mktemp("db")),
         history_end=decided,
     )
+    with transaction(sessions=runtime.database.sessions) as session:
+        rulesets.ensure_seeded(session=session, ruleset=runtime.ruleset)
     application = create_app(runtime=runtime)
     application.state.runtime = runtime
+    application.state.fuzz_headers = {
+        "admin": bearer(runtime.database, role="admin"),
+        "ops_lead": bearer(runtime.database, role="ops_lead"),
+    }
     return application
 
 
@@ -56,6 +65,7 @@ def test_no_request_gets_a_server_error(app):
         @given(case=operation.as_strategy())
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         def fuzz(case):
-            case.call_and_validate(checks=[not_a_server_error])
+            role = "admin" if case.path.startswith("/v1/tokens") else "ops_lead"
+            case.call_and_validate(headers=app.state.fuzz_headers[role], checks=[not_a_server_error])
 
         fuzz()

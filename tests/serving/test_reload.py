@@ -27,7 +27,7 @@ def _runtime(twin, tracking_uri):
     models, problems = load_models(tracking_uri=tracking_uri)
     decided = twin.shipments["allocated_at"].quantile(0.9).floor("h")
     return Runtime(
-        settings=Settings(freshness_limit_minutes=240),
+        settings=Settings(freshness_limit_minutes=240, open_routing=True),
         ruleset=load_ruleset(path=seed_ruleset_path()),
         models=models,
         state=warm_start(history=twin, as_of=decided),
