@@ -220,6 +220,23 @@ def raw_predict_ms(*, rows: pd.DataFrame, history, n: int) -> tuple[float, pd.Da
     return total, table
 
 
+def router_token(*, data_dir: Path) -> dict[str, str]:
+    """A router token for this run (the scoring and routing endpoints need one)."""
+    from approvals import tokens
+    from approvals.db import open_database, transaction
+    from serving.settings import Settings
+
+    database = open_database(url=Settings(data_dir=data_dir).database)
+    try:
+        with transaction(sessions=database.sessions) as session:
+            token = tokens.create(
+                session=session, name=f"benchmark-{time.time_ns():x}", role="router", created_by="benchmark"
+            )
+    finally:
+        database.dispose()
+    return {"Authorization": f"Bearer {token}"}
+
+
 def start_riskroute(*, port: int, data_dir: Path, log: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RISKROUTE_DATA_DIR": str(data_dir)}
     command = [str(BIN / "riskroute"), "serve", "--port", str(port), "--workers", "1"]
@@ -281,7 +298,8 @@ def main() -> None:
     try:
         wait_until(port=ours, path="/readyz", process=servers[0], seconds=300)
         wait_until(port=theirs, path="/ping", process=servers[1], seconds=300)
-        riskroute = Caller(port=ours, path="/v1/risk-scores", body=risk_body(rows=rows))
+        auth = router_token(data_dir=args.data_dir)
+        riskroute = Caller(port=ours, path="/v1/risk-scores", body=risk_body(rows=rows), headers=auth)
         mlflow = Caller(port=theirs, path="/invocations", body=mlflow_body)
         answer = json.loads(riskroute())
         if answer["degraded"]:
@@ -297,7 +315,9 @@ def main() -> None:
             ours_ms += timed(riskroute, block)
             theirs_ms += timed(mlflow, block)
 
-        decide = Caller(port=ours, path="/v1/routing/decisions", body=decision_body(history=history, decided=decided))
+        decide = Caller(
+            port=ours, path="/v1/routing/decisions", body=decision_body(history=history, decided=decided), headers=auth
+        )
         timed(decide, 100)
         decision_http = timed(decide, max(args.requests // 2, 200))
     finally:

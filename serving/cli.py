@@ -313,11 +313,42 @@ def run(
         console.print("champions already registered; `riskroute train` makes challengers")
     if not serve_after:
         return
-    _print_examples(port=port, history=history)
+    demo = _demo_tokens(url=settings.database)
+    _print_examples(port=port, history=history, token=demo["router"])
     serve(host="127.0.0.1", port=port, workers=1, access_log=False)
 
 
-def _print_examples(*, port: int, history) -> None:
+def _demo_tokens(*, url: str) -> dict[str, str]:
+    """Fresh demo tokens, one per role (the previous run's are revoked): for trying the service, not for production."""
+    from approvals import tokens
+    from approvals.db import open_database, transaction
+
+    database = open_database(url=url)
+    made = {}
+    try:
+        with transaction(sessions=database.sessions) as session:
+            for record in tokens.listing(session=session):
+                if record.name.startswith("demo-") and record.revoked_at is None:
+                    tokens.revoke(
+                        session=session, name=record.name, actor="make run", reason="replaced by a new demo run"
+                    )
+            stamp = f"{time.time_ns():x}"
+            for role in tokens.ROLES:
+                made[role] = tokens.create(
+                    session=session, name=f"demo-{role}-{stamp}", role=role, created_by="make run"
+                )
+    finally:
+        database.dispose()
+    console.print(
+        "\n[bold yellow]DEMO-ONLY tokens[/bold yellow] (revoked at the next `make run`; "
+        "make real ones with `riskroute tokens create`):"
+    )
+    for role, token in made.items():
+        console.print(f"  {role:15} {token}")
+    return made
+
+
+def _print_examples(*, port: int, history, token: str) -> None:
     """Example calls against the service about to start."""
     row = history.shipments.iloc[len(history.shipments) // 2]
     candidate = (
@@ -330,7 +361,8 @@ def _print_examples(*, port: int, history) -> None:
     console.print(f"\n[bold]service on {base}[/bold] (docs at {base}/docs); try:")
     console.print(f"  curl -s {base}/readyz")
     console.print(
-        f"  curl -s -X POST {base}/v1/risk-scores -H 'content-type: application/json' "
+        f"  curl -s -X POST {base}/v1/risk-scores -H 'authorization: Bearer {token}' "
+        f"-H 'content-type: application/json' "
         f'-d \'{{"candidates": [{candidate}], "explain": true}}\''
     )
     console.print(f"  curl -s {base}/metrics | grep riskroute_")
