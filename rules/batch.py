@@ -1,0 +1,541 @@
+"""The engine on columns: many orders decided at once, for replays of history and runs of the twin.
+
+Orders, their candidate nodes and each node's shipping options come as parallel arrays
+(`OrderBatch`), risk as arrays aligned with the options. Orders with the same number of units
+are decided together: every (option, unit subset) is priced and checked at once, the cheapest
+eligible option per (node, subset) is kept, and every split of the units into at most
+`max_shipments` blocks is searched over each block's cheapest nodes — exactly, because an optimal
+assignment of k blocks to distinct nodes only ever needs each block's k cheapest nodes (k + 1 for
+the runner-up). Capacity caps make orders depend on the ones before them; the batch is decided
+optimistically, the first order that meets a full node is found, and the rest is decided again
+with that node's load: the same answer as deciding one order after another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from rules.schema import Ruleset
+
+NO_RULE = -1
+
+
+@dataclass(frozen=True)
+class OrderBatch:
+    """Orders, candidate nodes and shipping options as parallel arrays.
+
+    Units are an order's indivisible parts (a line, or an item group); `unit_quantity` and
+    `unit_hazmat` are (orders x max units), padded. Candidates are grouped by order and sorted by
+    node id within it; options are grouped by candidate. `cand_supply` has bit u set when the
+    node holds all of unit u. Days are days since 1970-01-01; times are epoch seconds.
+    """
+
+    order_tier: np.ndarray
+    order_dest_region: np.ndarray
+    order_promised_day: np.ndarray
+    order_n_units: np.ndarray
+    unit_quantity: np.ndarray
+    unit_hazmat: np.ndarray
+    cand_order: np.ndarray
+    cand_node: np.ndarray
+    cand_node_type: np.ndarray
+    cand_handling_cost: np.ndarray
+    cand_supply: np.ndarray
+    cand_capacity: np.ndarray
+    cand_assigned: np.ndarray
+    opt_cand: np.ndarray
+    opt_carrier: np.ndarray
+    opt_service: np.ndarray
+    opt_cost: np.ndarray
+    opt_transit_days: np.ndarray
+    opt_ship_by_day: np.ndarray
+    opt_excluded: np.ndarray
+
+    @property
+    def n_orders(self) -> int:
+        """Orders in the batch."""
+        return len(self.order_tier)
+
+
+@dataclass(frozen=True)
+class BatchDecisions:
+    """Per order: the chosen and runner-up plans (options and unit masks per shipment) and their totals.
+
+    `chosen_option` and `chosen_mask` are (orders x max shipments), -1 where unused; an order with
+    no eligible allocation has total inf. `option_rule` names, per option, the first rule that
+    excludes it whatever it carries (an index into `rule_names`, or -1), under the loads it was decided with.
+    """
+
+    chosen_option: np.ndarray
+    chosen_mask: np.ndarray
+    chosen_total: np.ndarray
+    runner_up_option: np.ndarray
+    runner_up_mask: np.ndarray
+    runner_up_total: np.ndarray
+    option_rule: np.ndarray
+    option_p_late: np.ndarray
+    option_total_alone: np.ndarray
+    rule_names: tuple[str, ...]
+
+
+def combined_late(p_carrier: np.ndarray, p_congestion: np.ndarray) -> np.ndarray:
+    """P(late) when either the node hands over late or the carrier delivers late."""
+    return 1.0 - (1.0 - p_carrier) * (1.0 - p_congestion)
+
+
+def partitions(n: int, max_blocks: int) -> list[list[int]]:
+    """Set partitions of n units into at most max_blocks blocks, as block bitmasks (restricted growth strings)."""
+    found = []
+
+    def grow(i: int, labels: list[int], blocks: int) -> None:
+        if i == n:
+            masks = [0] * blocks
+            for unit, label in enumerate(labels):
+                masks[label] |= 1 << unit
+            found.append(masks)
+            return
+        for label in range(min(blocks + 1, max_blocks)):
+            grow(i + 1, labels + [label], max(blocks, label + 1))
+
+    grow(0, [], 0)
+    return found
+
+
+def caps(*, ruleset: Ruleset, node: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """Each candidate's daily shipment cap (an override, a share of its capacity, or inf when unknown)."""
+    rule = ruleset.eligibility.capacity
+    shared = np.where(np.isfinite(capacity), np.floor(rule.default_share * np.nan_to_num(capacity, nan=0.0)), np.inf)
+    shared = np.where(np.isnan(capacity), np.inf, shared)
+    overrides = np.array([float(rule.overrides.get(n, np.nan)) for n in node]) if rule.overrides else None
+    return shared if overrides is None else np.where(np.isnan(overrides), shared, overrides)
+
+
+def static_rules(*, batch: OrderBatch, ruleset: Ruleset, names: list[str]) -> np.ndarray:
+    """Per option, the first rule before the capacity cap that excludes it (index into names, or -1)."""
+    e = ruleset.eligibility
+    n = len(batch.opt_cand)
+    order = batch.cand_order[batch.opt_cand]
+    node_type = batch.cand_node_type[batch.opt_cand]
+    node = batch.cand_node[batch.opt_cand]
+    tier = batch.order_tier[order]
+    dest = batch.order_dest_region[order]
+    checks: list[tuple[str, np.ndarray]] = [
+        ("reroute_excluded", batch.opt_excluded.astype(bool)),
+        ("promise_not_met", batch.opt_ship_by_day + batch.opt_transit_days > batch.order_promised_day[order]),
+    ]
+    for rule in e.node_types:
+        hit = node_type == rule.node_type
+        if rule.services is not None:
+            hit &= np.isin(batch.opt_service, rule.services)
+        if rule.tiers is not None:
+            hit &= np.isin(tier, rule.tiers)
+        checks.append((rule.id, hit))
+    for rule in e.regions:
+        by_node = np.isin(node, rule.node_ids) if rule.node_ids is not None else np.zeros(n, dtype=bool)
+        by_type = np.isin(node_type, rule.node_types) if rule.node_types is not None else np.zeros(n, dtype=bool)
+        checks.append((rule.id, np.isin(dest, rule.dest_regions) & (by_node | by_type)))
+    first = np.full(n, NO_RULE, dtype=np.int64)
+    for name, hit in reversed(checks):
+        if name not in names:
+            names.append(name)
+        first = np.where(hit, names.index(name), first)
+    return first
+
+
+def lane_adjustments(*, batch: OrderBatch, ruleset: Ruleset) -> np.ndarray:
+    """Per option, the lane adjustments that apply to its carrier on the order's destination."""
+    total = np.zeros(len(batch.opt_cand))
+    dest = batch.order_dest_region[batch.cand_order[batch.opt_cand]]
+    for a in ruleset.scoring.lane_adjustments:
+        hit = batch.opt_carrier == a.carrier
+        if a.dest_regions is not None:
+            hit &= np.isin(dest, a.dest_regions)
+        total += np.where(hit, a.amount, 0.0)
+    return total
+
+
+def decide_orders(
+    *, batch: OrderBatch, ruleset: Ruleset, p_carrier: np.ndarray, p_congestion: np.ndarray
+) -> BatchDecisions:
+    """Decide every order of the batch in sequence order, exactly, as one order after another would be."""
+    max_blocks = ruleset.split.max_shipments if ruleset.split.allow_split else 1
+    names: list[str] = []
+    static = static_rules(batch=batch, ruleset=ruleset, names=names)
+    names.append(ruleset.eligibility.capacity.id)
+    capacity_code = len(names) - 1
+    p_late = combined_late(np.asarray(p_carrier, float), np.asarray(p_congestion, float))
+    limits = ruleset.eligibility.max_risk_by_tier
+    order_of_option = batch.cand_order[batch.opt_cand]
+    tier_of_option = batch.order_tier[order_of_option]
+    limit = (
+        np.array([limits.get(t, np.inf) for t in tier_of_option], dtype=np.float64)
+        if len(tier_of_option)
+        else np.zeros(0)
+    )
+    risky = p_late > limit
+    risk_code = np.full(len(p_late), NO_RULE, dtype=np.int64)
+    for tier in sorted(set(tier_of_option.tolist())):
+        names.append(f"max_risk_{tier}")
+        risk_code[tier_of_option == tier] = len(names) - 1
+    penalty = (
+        np.array([ruleset.scoring.late_penalty_by_tier.get(t, 0.0) for t in tier_of_option], dtype=np.float64)
+        if len(tier_of_option)
+        else np.zeros(0)
+    )
+    base_price = batch.opt_cost + penalty * p_late + lane_adjustments(batch=batch, ruleset=ruleset)
+    cap = caps(ruleset=ruleset, node=batch.cand_node, capacity=batch.cand_capacity)
+
+    n_orders = batch.n_orders
+    out_option = np.full((n_orders, max_blocks), -1, dtype=np.int64)
+    out_mask = np.full((n_orders, max_blocks), -1, dtype=np.int64)
+    out_total = np.full(n_orders, np.inf)
+    run_option = np.full((n_orders, max_blocks), -1, dtype=np.int64)
+    run_mask = np.full((n_orders, max_blocks), -1, dtype=np.int64)
+    run_total = np.full(n_orders, np.inf)
+    option_rule = np.full(len(p_late), NO_RULE, dtype=np.int64)
+
+    # Loads added by this batch's own decisions, per node id.
+    node_codes, cand_node_code = np.unique(batch.cand_node.astype(str), return_inverse=True)
+    extra = np.zeros(len(node_codes))
+    start = 0
+    while start < n_orders:
+        load = batch.cand_assigned + extra[cand_node_code]
+        full = load + 1 > cap
+        rule = np.where(
+            static != NO_RULE,
+            static,
+            np.where(full[batch.opt_cand], capacity_code, np.where(risky, risk_code, NO_RULE)),
+        )
+        todo = np.arange(start, n_orders)
+        chosen = _solve(
+            batch=batch,
+            orders=todo,
+            rule=rule,
+            base_price=base_price,
+            ruleset=ruleset,
+            max_blocks=max_blocks,
+            out=(out_option, out_mask, out_total, run_option, run_mask, run_total),
+        )
+        # Redo from the first order whose candidates' cap status this batch's earlier shipments changed.
+        stop = _first_stale(
+            batch=batch, start=start, chosen=chosen, cap=cap, extra=extra, cand_node_code=cand_node_code
+        )
+        decided = todo if stop is None else np.arange(start, stop)
+        in_decided = np.isin(order_of_option, decided)
+        option_rule[in_decided] = rule[in_decided]
+        for o in decided:
+            for b in range(max_blocks):
+                row = out_option[o, b]
+                if row >= 0:
+                    extra[cand_node_code[batch.opt_cand[row]]] += 1.0
+        start = n_orders if stop is None else stop
+    single_total = base_price + batch.cand_handling_cost[batch.opt_cand]
+    return BatchDecisions(
+        chosen_option=out_option,
+        chosen_mask=out_mask,
+        chosen_total=out_total,
+        runner_up_option=run_option,
+        runner_up_mask=run_mask,
+        runner_up_total=run_total,
+        option_rule=option_rule,
+        option_p_late=p_late,
+        option_total_alone=single_total,
+        rule_names=tuple(names),
+    )
+
+
+def _first_stale(
+    *, batch: OrderBatch, start: int, chosen: np.ndarray, cap: np.ndarray, extra: np.ndarray, cand_node_code: np.ndarray
+) -> int | None:
+    """The first order from `start` on that was decided with a node's cap status its predecessors have changed.
+
+    Before it every order saw exactly the loads one-after-another deciding would have shown it.
+    """
+    rows = chosen[start:]
+    used = rows >= 0
+    if not used.any():
+        return None
+    big = np.int64(batch.n_orders + 1)
+    ship_order = np.repeat(np.arange(start, batch.n_orders), rows.shape[1])[used.ravel()]
+    ship_node = cand_node_code[batch.opt_cand[rows[used]]]
+    shipped = np.sort(ship_node.astype(np.int64) * big + ship_order)
+    cands = np.flatnonzero(batch.cand_order >= start)
+    node, order = cand_node_code[cands].astype(np.int64), batch.cand_order[cands]
+    before = np.searchsorted(shipped, node * big + order) - np.searchsorted(shipped, node * big)
+    seen = batch.cand_assigned[cands] + extra[node]
+    flipped = (seen + 1 > cap[cands]) != (seen + before + 1 > cap[cands])
+    return int(order[flipped].min()) if flipped.any() else None
+
+
+def _solve(
+    *,
+    batch: OrderBatch,
+    orders: np.ndarray,
+    rule: np.ndarray,
+    base_price: np.ndarray,
+    ruleset: Ruleset,
+    max_blocks: int,
+    out: tuple[np.ndarray, ...],
+) -> np.ndarray:
+    """Decide `orders` with the given option rules; fills `out` and returns the chosen options (orders x blocks)."""
+    out_option, out_mask, out_total, run_option, run_mask, run_total = out
+    n_units = batch.order_n_units[orders]
+    for n in np.unique(n_units):
+        group = orders[n_units == n]
+        _solve_group(
+            batch=batch,
+            orders=group,
+            n=int(n),
+            rule=rule,
+            base_price=base_price,
+            ruleset=ruleset,
+            max_blocks=max_blocks,
+            out=out,
+        )
+    return out_option
+
+
+def _solve_group(
+    *,
+    batch: OrderBatch,
+    orders: np.ndarray,
+    n: int,
+    rule: np.ndarray,
+    base_price: np.ndarray,
+    ruleset: Ruleset,
+    max_blocks: int,
+    out: tuple[np.ndarray, ...],
+) -> None:
+    """Orders with n units: price every (option, subset), keep the cheapest per (node, subset), search splits."""
+    out_option, out_mask, out_total, run_option, run_mask, run_total = out
+    n_subsets = 1 << n
+    in_group = np.zeros(batch.n_orders, dtype=bool)
+    in_group[orders] = True
+    cands = np.flatnonzero(in_group[batch.cand_order])
+    rows = np.flatnonzero(in_group[batch.cand_order[batch.opt_cand]])
+    out_option[orders] = -1
+    out_mask[orders] = -1
+    out_total[orders] = np.inf
+    run_option[orders] = -1
+    run_mask[orders] = -1
+    run_total[orders] = np.inf
+    if rows.size == 0:
+        return
+    # Local numbering: candidates of the group 0..C-1 (still grouped by order, by node id within).
+    local = np.full(len(batch.cand_order), -1, dtype=np.int64)
+    local[cands] = np.arange(len(cands))
+    row_cand = local[batch.opt_cand[rows]]
+    row_order = batch.cand_order[batch.opt_cand[rows]]
+    subsets = np.arange(n_subsets, dtype=np.int64)
+    bits = (subsets[:, None] >> np.arange(n)[None, :]) & 1  # subsets x units
+    quantity = batch.unit_quantity[row_order][:, :n]
+    hazmat_units = batch.unit_hazmat[row_order][:, :n]
+    units_count = quantity @ bits.T  # rows x subsets
+    has_hazmat = (hazmat_units.astype(np.int64) @ bits.T) > 0
+    hazmat = ruleset.eligibility.hazmat
+    node_type = batch.cand_node_type[batch.opt_cand[rows]]
+    hazmat_blocked = ~np.isin(node_type, hazmat.allowed_node_types) | np.isin(
+        batch.opt_service[rows], hazmat.forbidden_services
+    )
+    handling_cost = batch.cand_handling_cost[batch.opt_cand[rows]]
+    handling = handling_cost[:, None] * (1 + ruleset.scoring.handling_per_extra_unit * (units_count - 1))
+    total = base_price[rows][:, None] + handling
+    stocked = (subsets[None, :] & ~batch.cand_supply[batch.opt_cand[rows]][:, None]) == 0
+    eligible = (rule[rows] == NO_RULE)[:, None] & stocked & ~(has_hazmat & hazmat_blocked[:, None])
+    eligible[:, 0] = False
+
+    # Cheapest eligible option per (candidate, subset); ties to the smaller (carrier, service), then the earlier row.
+    n_cands = len(cands)
+    best = np.full((n_cands, n_subsets), np.inf)
+    pick = np.full((n_cands, n_subsets), -1, dtype=np.int64)
+    r, s = np.nonzero(eligible)
+    if r.size:
+        names = np.char.add(
+            np.char.add(batch.opt_carrier[rows].astype(str), "\x00"), batch.opt_service[rows].astype(str)
+        )
+        _, tiebreak = np.unique(names, return_inverse=True)
+        order = np.lexsort((r, tiebreak[r], total[r, s], s, row_cand[r]))
+        c, s_sorted, r_sorted = row_cand[r][order], s[order], r[order]
+        first = np.r_[True, (c[1:] != c[:-1]) | (s_sorted[1:] != s_sorted[:-1])]
+        best[c[first], s_sorted[first]] = total[r_sorted[first], s_sorted[first]]
+        pick[c[first], s_sorted[first]] = rows[r_sorted[first]]
+
+    # Orders of the group, and each candidate's position among its order's candidates (= node id rank).
+    group_order = batch.cand_order[cands]
+    order_slot = np.searchsorted(orders, group_order)
+    order_start = np.r_[0, np.flatnonzero(group_order[1:] != group_order[:-1]) + 1]
+    rank = np.arange(n_cands) - np.repeat(order_start, np.diff(np.r_[order_start, n_cands]))
+    width = int(rank.max()) + 1
+    split_penalty = ruleset.scoring.split_penalty
+
+    totals, slots, node_keys, plan_keys, assignments = [], [], [], [], []
+    for masks in partitions(n, max_blocks):
+        k = len(masks)
+        depth = min(k + 1, width)
+        # top[b]: per order slot, the `depth` cheapest candidates for block b (value inf, candidate -1 when none).
+        top_val, top_cand = [], []
+        for mask in masks:
+            values = best[:, mask]
+            grid_val = np.full((len(orders), width), np.inf)
+            grid_cand = np.full((len(orders), width), -1, dtype=np.int64)
+            grid_val[order_slot, rank] = values
+            grid_cand[order_slot, rank] = np.arange(n_cands)
+            # Stable by value then rank: ties go to the smaller node id.
+            sorted_idx = np.argsort(grid_val, axis=1, kind="stable")[:, :depth]
+            top_val.append(np.take_along_axis(grid_val, sorted_idx, axis=1))
+            top_cand.append(np.take_along_axis(grid_cand, sorted_idx, axis=1))
+        for combo in itertools.product(range(depth), repeat=k):
+            value = sum(top_val[b][:, j] for b, j in enumerate(combo)) + split_penalty * (k - 1)
+            chosen = np.stack([top_cand[b][:, j] for b, j in enumerate(combo)], axis=1)
+            valid = np.isfinite(value) & (chosen >= 0).all(axis=1)
+            if k > 1:
+                ordered_nodes = np.sort(chosen, axis=1)
+                valid &= (np.diff(ordered_nodes, axis=1) != 0).all(axis=1)
+            slot = np.flatnonzero(valid)
+            if slot.size == 0:
+                continue
+            nodes = np.sort(rank[chosen[slot]], axis=1)
+            totals.append(value[slot])
+            slots.append(slot)
+            node_keys.append(_pack(nodes, width=width, length=max_blocks))
+            plan_keys.append(
+                _pack(
+                    np.stack([rank[chosen[slot, b]] * n_subsets + masks[b] for b in range(k)], axis=1),
+                    width=width * n_subsets,
+                    length=max_blocks,
+                )
+            )
+            assignments.append((chosen[slot], masks))
+    if not totals:
+        return
+    all_total = np.concatenate(totals)
+    all_slot = np.concatenate(slots)
+    all_node = np.concatenate(node_keys)
+    all_plan = np.concatenate(plan_keys)
+    which = np.concatenate([np.full(len(t), i) for i, t in enumerate(totals)])
+    within = np.concatenate([np.arange(len(t)) for t in totals])
+    ranking = np.lexsort((all_plan, all_node, np.round(all_total, 9), all_slot))
+    slot_sorted = all_slot[ranking]
+    first = np.r_[True, slot_sorted[1:] != slot_sorted[:-1]]
+    second = np.r_[False, ~first[1:] & first[:-1]]
+    for pick_mask, option_out, mask_out, total_out in (
+        (first, out_option, out_mask, out_total),
+        (second, run_option, run_mask, run_total),
+    ):
+        for position in np.flatnonzero(pick_mask):
+            i = ranking[position]
+            chosen_cands, masks = assignments[which[i]]
+            o = orders[all_slot[i]]
+            total_out[o] = all_total[i]
+            for b, mask in enumerate(masks):
+                option_out[o, b] = pick[chosen_cands[within[i], b], mask]
+                mask_out[o, b] = mask
+
+
+def _pack(keys: np.ndarray, *, width: int, length: int) -> np.ndarray:
+    """Rows of small non-negative ints as one sortable int (shorter rows first, as tuples compare)."""
+    base = width + 1
+    packed = np.zeros(len(keys), dtype=np.float64)
+    for j in range(length):
+        column = keys[:, j] + 1 if j < keys.shape[1] else np.zeros(len(keys))
+        packed = packed * base + column
+    return packed
+
+
+def cap_of(*, ruleset: Ruleset, node_id: str, capacity: float | None) -> float:
+    """One node's daily cap (the scalar form of `caps`)."""
+    rule = ruleset.eligibility.capacity
+    if node_id in rule.overrides:
+        return float(rule.overrides[node_id])
+    return math.inf if capacity is None else math.floor(rule.default_share * capacity)
+
+
+EPOCH_DAY = np.datetime64("1970-01-01", "D")
+
+
+def _day(value) -> int:
+    """A date or datetime as days since 1970-01-01."""
+    return int((np.datetime64(value, "D") - EPOCH_DAY).astype(np.int64))
+
+
+def from_orders(*, orders, candidates, units_of) -> OrderBatch:
+    """Engine orders and their candidates (objects, as the live API builds them) as one batch of columns.
+
+    `units_of(order)` gives an order's units (tuples of lines); candidates must be sorted by node id.
+    """
+    n = len(orders)
+    units = [units_of(order) for order in orders]
+    max_units = max((len(u) for u in units), default=1)
+    quantity = np.zeros((n, max_units), dtype=np.int64)
+    hazmat = np.zeros((n, max_units), dtype=bool)
+    for o, order_units in enumerate(units):
+        for u, unit in enumerate(order_units):
+            quantity[o, u] = sum(line.quantity for line in unit)
+            hazmat[o, u] = any(line.hazmat for line in unit)
+    cand_columns: dict[str, list] = {
+        k: [] for k in ("order", "node", "type", "handling", "supply", "capacity", "assigned")
+    }
+    opt_columns: dict[str, list] = {
+        k: [] for k in ("cand", "carrier", "service", "cost", "transit", "ship_by", "excluded")
+    }
+    for o, (order, options_of) in enumerate(zip(orders, candidates)):
+        for candidate in options_of:
+            c = len(cand_columns["order"])
+            supply = sum(
+                1 << u
+                for u, unit in enumerate(units[o])
+                if all(candidate.available.get(line.line_id, 0) >= line.quantity for line in unit)
+            )
+            for key, value in (
+                ("order", o),
+                ("node", candidate.node_id),
+                ("type", candidate.node_type),
+                ("handling", candidate.handling_cost),
+                ("supply", supply),
+                ("capacity", np.nan if candidate.capacity is None else candidate.capacity),
+                ("assigned", candidate.assigned_today),
+            ):
+                cand_columns[key].append(value)
+            for option in candidate.options:
+                excluded = any(
+                    node == candidate.node_id
+                    and carrier in (None, option.carrier)
+                    and service in (None, option.service)
+                    for node, carrier, service in order.excluded
+                )
+                for key, value in (
+                    ("cand", c),
+                    ("carrier", option.carrier),
+                    ("service", option.service),
+                    ("cost", option.cost),
+                    ("transit", option.transit_days),
+                    ("ship_by", _day(option.ship_by)),
+                    ("excluded", excluded),
+                ):
+                    opt_columns[key].append(value)
+    return OrderBatch(
+        order_tier=np.array([o.tier for o in orders], dtype=object),
+        order_dest_region=np.array([o.dest_region for o in orders], dtype=object),
+        order_promised_day=np.array([_day(o.promised_delivery) for o in orders], dtype=np.int64),
+        order_n_units=np.array([len(u) for u in units], dtype=np.int64),
+        unit_quantity=quantity,
+        unit_hazmat=hazmat,
+        cand_order=np.array(cand_columns["order"], dtype=np.int64),
+        cand_node=np.array(cand_columns["node"], dtype=object),
+        cand_node_type=np.array(cand_columns["type"], dtype=object),
+        cand_handling_cost=np.array(cand_columns["handling"], dtype=np.float64),
+        cand_supply=np.array(cand_columns["supply"], dtype=np.int64),
+        cand_capacity=np.array(cand_columns["capacity"], dtype=np.float64),
+        cand_assigned=np.array(cand_columns["assigned"], dtype=np.float64),
+        opt_cand=np.array(opt_columns["cand"], dtype=np.int64),
+        opt_carrier=np.array(opt_columns["carrier"], dtype=object),
+        opt_service=np.array(opt_columns["service"], dtype=object),
+        opt_cost=np.array(opt_columns["cost"], dtype=np.float64),
+        opt_transit_days=np.array(opt_columns["transit"], dtype=np.int64),
+        opt_ship_by_day=np.array(opt_columns["ship_by"], dtype=np.int64),
+        opt_excluded=np.array(opt_columns["excluded"], dtype=bool),
+    )
