@@ -13,7 +13,6 @@ with that node's load: the same answer as deciding one order after another.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -373,43 +372,38 @@ def _solve_group(
     split_penalty = ruleset.scoring.split_penalty
 
     totals, slots, node_keys, plan_keys, assignments = [], [], [], [], []
+    n_orders = len(orders)
+    top: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     for masks in partitions(n, max_blocks):
         k = len(masks)
         depth = min(k + 1, width)
-        # top[b]: per order slot, the `depth` cheapest candidates for block b (value inf, candidate -1 when none).
-        top_val, top_cand = [], []
-        for mask in masks:
-            values = best[:, mask]
-            grid_val = np.full((len(orders), width), np.inf)
-            grid_cand = np.full((len(orders), width), -1, dtype=np.int64)
-            grid_val[order_slot, rank] = values
-            grid_cand[order_slot, rank] = np.arange(n_cands)
-            # Stable by value then rank: ties go to the smaller node id.
-            sorted_idx = np.argsort(grid_val, axis=1, kind="stable")[:, :depth]
-            top_val.append(np.take_along_axis(grid_val, sorted_idx, axis=1))
-            top_cand.append(np.take_along_axis(grid_cand, sorted_idx, axis=1))
-        for combo in itertools.product(range(depth), repeat=k):
-            value = sum(top_val[b][:, j] for b, j in enumerate(combo)) + split_penalty * (k - 1)
-            chosen = np.stack([top_cand[b][:, j] for b, j in enumerate(combo)], axis=1)
-            valid = np.isfinite(value) & (chosen >= 0).all(axis=1)
-            if k > 1:
-                ordered_nodes = np.sort(chosen, axis=1)
-                valid &= (np.diff(ordered_nodes, axis=1) != 0).all(axis=1)
-            slot = np.flatnonzero(valid)
-            if slot.size == 0:
-                continue
-            nodes = np.sort(rank[chosen[slot]], axis=1)
-            totals.append(value[slot])
-            slots.append(slot)
-            node_keys.append(_pack(nodes, width=width, length=max_blocks))
-            plan_keys.append(
-                _pack(
-                    np.stack([rank[chosen[slot, b]] * n_subsets + masks[b] for b in range(k)], axis=1),
-                    width=width * n_subsets,
-                    length=max_blocks,
-                )
-            )
-            assignments.append((chosen[slot], masks))
+        blocks = [
+            _cheapest(best=best, mask=m, depth=depth, slot=order_slot, rank=rank, shape=(n_orders, width), top=top)
+            for m in masks
+        ]
+        # Every assignment of each block to one of its `depth` cheapest nodes, all orders at once.
+        grid = (n_orders,) + (depth,) * k
+        value = np.full(grid, split_penalty * (k - 1))
+        chosen = np.empty(grid + (k,), dtype=np.int64)
+        for b, (values, candidates) in enumerate(blocks):
+            shape = [n_orders] + [1] * k
+            shape[1 + b] = depth
+            value = value + values.reshape(shape)
+            chosen[..., b] = np.broadcast_to(candidates.reshape(shape), grid)
+        value, chosen = value.reshape(-1), chosen.reshape(-1, k)
+        valid = np.isfinite(value) & (chosen >= 0).all(axis=1)
+        if k > 1:
+            valid &= (np.diff(np.sort(chosen, axis=1), axis=1) != 0).all(axis=1)
+        keep = np.flatnonzero(valid)
+        if keep.size == 0:
+            continue
+        chosen = chosen[keep]
+        totals.append(value[keep])
+        slots.append(keep // depth**k)
+        node_keys.append(_pack(np.sort(rank[chosen], axis=1), width=width, length=max_blocks))
+        plan = np.stack([rank[chosen[:, b]] * n_subsets + masks[b] for b in range(k)], axis=1)
+        plan_keys.append(_pack(plan, width=width * n_subsets, length=max_blocks))
+        assignments.append((chosen, masks))
     if not totals:
         return
     all_total = np.concatenate(totals)
@@ -434,6 +428,28 @@ def _solve_group(
             for b, mask in enumerate(masks):
                 option_out[o, b] = pick[chosen_cands[within[i], b], mask]
                 mask_out[o, b] = mask
+
+
+def _cheapest(
+    *,
+    best: np.ndarray,
+    mask: int,
+    depth: int,
+    slot: np.ndarray,
+    rank: np.ndarray,
+    shape: tuple[int, int],
+    top: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per order, the `depth` cheapest candidates for a unit subset (values inf and candidates -1 when fewer)."""
+    if (mask, depth) not in top:
+        grid_val = np.full(shape, np.inf)
+        grid_cand = np.full(shape, -1, dtype=np.int64)
+        grid_val[slot, rank] = best[:, mask]
+        grid_cand[slot, rank] = np.arange(len(slot))
+        # Stable by value then rank: ties go to the smaller node id.
+        order = np.argsort(grid_val, axis=1, kind="stable")[:, :depth]
+        top[(mask, depth)] = (np.take_along_axis(grid_val, order, axis=1), np.take_along_axis(grid_cand, order, axis=1))
+    return top[(mask, depth)]
 
 
 def _pack(keys: np.ndarray, *, width: int, length: int) -> np.ndarray:
