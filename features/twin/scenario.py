@@ -162,7 +162,7 @@ def load_scenario(*, source: str | Path) -> Scenario:
     else:
         bundled = resources.files("features.twin") / "scenarios" / f"{source}.yaml"
         if not bundled.is_file():
-            raise ScenarioError(f"unknown scenario {source!r}: give 'default' or a YAML file path")
+            raise ScenarioError(f"unknown scenario {source!r}: give 'default', 'trouble' or a YAML file path")
         text = bundled.read_text()
         origin = f"scenario {source!r}"
     try:

@@ -174,3 +174,23 @@ def test_default_network_reproduces_the_shape_of_real_delivery_history():
     merged["late"] = late_handover(shipments=merged)
     by_load = merged.groupby(pd.cut(merged["load"], [0, 0.6, 0.9, 1.2, 10]), observed=True)["late"].mean()
     assert by_load.is_monotonic_increasing, by_load
+
+
+def test_the_trouble_scenario_shows_its_injected_troubles_in_the_history(tmp_path):
+    """swiftship degrades on nw from day 35; DC02 loses capacity on Mondays from day 28 (both unannounced)."""
+    base = load_scenario(source="trouble")
+    demand = base.demand.model_copy(update={"base_orders_per_day": 1500})
+    events = tuple(e.model_copy(update={"end_day": 70}) for e in base.events)
+    scenario = base.model_copy(update={"days": 70, "demand": demand, "events": events})
+    write_simulation(result=simulate(scenario=scenario), scenario=scenario, seed=scenario.seed, out_dir=tmp_path)
+    shipments = load_history(path=tmp_path)[0].shipments
+    day = (shipments["allocated_at"] - pd.Timestamp(scenario.start_date)).dt.days
+    late = shipments["delivered_at"] >= shipments["promised_delivery"] + pd.Timedelta(days=1)
+    lane = (shipments["carrier"] == "swiftship") & (shipments["dest_region"] == "nw")
+    before, after = late[lane & (day < 35)].mean(), late[lane & (day >= 40)].mean()
+    others = late[~lane & (day >= 40)].mean()
+    assert after > 2 * before and after > 1.5 * others
+    node = (shipments["node_id"] == "DC02") & (day >= 28)
+    late_handover = shipments["handed_over_at"] > shipments["ship_by"]
+    monday = shipments["allocated_at"].dt.day_of_week == 0
+    assert late_handover[node & monday].mean() > 3 * late_handover[node & ~monday].mean()
