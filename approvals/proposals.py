@@ -124,19 +124,24 @@ def create(
     else:
         proposal.base_champion = _check_promotion(diff=diff, target=target, champions=champions)
         proposal.required_approvals = policy.approvals_for("model_promotion")
+    _record_new(session=session, proposal=proposal, actor=proposer.name, action="proposal.created")
+    return proposal
+
+
+def _record_new(*, session: Session, proposal: Proposal, actor: str, action: str) -> None:
+    """Seal a new proposal with its content hash, store it, and write its first audit entry."""
     proposal.content_hash = content_hash(proposal=proposal)
     session.add(proposal)
     session.flush()
     audit.append(
         session=session,
-        actor=proposer.name,
-        action="proposal.created",
+        actor=actor,
+        action=action,
         object_type="proposal",
         object_id=proposal.id,
         after=summary(proposal=proposal),
-        reason=rationale,
+        reason=proposal.rationale,
     )
-    return proposal
 
 
 def _rule_change_class(*, base, diff: list | dict, policy: Policy, evidence: dict) -> str:
@@ -277,19 +282,7 @@ def approve(
             f"proposal {proposal.id} changed since you saw it (content hash {proposal.content_hash[:12]}, "
             f"you approved {content_hash_seen[:12]}); review it again"
         )
-    session.add(
-        ProposalDecision(
-            proposal_id=proposal.id,
-            actor=actor.name,
-            decision="approve",
-            reason=reason.strip(),
-            content_hash=proposal.content_hash,
-            base_version=proposal.base_version,
-            base_champion=proposal.base_champion,
-            created_at=audit.now(),
-        )
-    )
-    session.flush()
+    _record_decision(session=session, proposal=proposal, actor=actor, decision="approve", reason=reason)
     audit.append(
         session=session,
         actor=actor.name,
@@ -324,11 +317,18 @@ def reject(
 ) -> Proposal:
     """An ops lead rejects a pending proposal, with a reason (a cooldown on its target follows)."""
     proposal = _decidable(session=session, proposal_id=proposal_id, actor=actor, reason=reason, champions=champions)
+    _record_decision(session=session, proposal=proposal, actor=actor, decision="reject", reason=reason)
+    _transition(session=session, proposal=proposal, status="rejected", actor=actor.name, reason=reason)
+    return proposal
+
+
+def _record_decision(*, session: Session, proposal: Proposal, actor: Principal, decision: str, reason: str) -> None:
+    """Keep one ops lead's decision, bound to the content hash and base it was made on."""
     session.add(
         ProposalDecision(
             proposal_id=proposal.id,
             actor=actor.name,
-            decision="reject",
+            decision=decision,
             reason=reason.strip(),
             content_hash=proposal.content_hash,
             base_version=proposal.base_version,
@@ -336,8 +336,7 @@ def reject(
             created_at=audit.now(),
         )
     )
-    _transition(session=session, proposal=proposal, status="rejected", actor=actor.name, reason=reason)
-    return proposal
+    session.flush()
 
 
 def _decidable(
@@ -505,17 +504,6 @@ def rollback(*, session: Session, to_version: int, actor: Principal, reason: str
         expires_at=now,
         decided_at=now,
     )
-    proposal.content_hash = content_hash(proposal=proposal)
-    session.add(proposal)
-    session.flush()
-    audit.append(
-        session=session,
-        actor=actor.name,
-        action="proposal.rollback_approved",
-        object_type="proposal",
-        object_id=proposal.id,
-        after=summary(proposal=proposal),
-        reason=reason,
-    )
+    _record_new(session=session, proposal=proposal, actor=actor.name, action="proposal.rollback_approved")
     _apply(session=session, proposal=proposal, actor=actor.name, champions=None)
     return proposal

@@ -13,7 +13,6 @@ with that node's load: the same answer as deciding one order after another.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -460,14 +459,6 @@ def _pack(keys: np.ndarray, *, width: int, length: int) -> np.ndarray:
         column = keys[:, j] + 1 if j < keys.shape[1] else np.zeros(len(keys))
         packed = packed * base + column
     return packed
-
-
-def cap_of(*, ruleset: Ruleset, node_id: str, capacity: float | None) -> float:
-    """One node's daily cap (the scalar form of `caps`)."""
-    rule = ruleset.eligibility.capacity
-    if node_id in rule.overrides:
-        return float(rule.overrides[node_id])
-    return math.inf if capacity is None else math.floor(rule.default_share * capacity)
 
 
 EPOCH_DAY = np.datetime64("1970-01-01", "D")

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rules.batch import combined_late, partitions
 from rules.errors import OrderError
 from rules.schema import Ruleset
 
@@ -191,11 +192,6 @@ class Decision:
     notes: tuple[str, ...]
 
 
-def _combined_late(p_carrier: np.ndarray, p_congestion: np.ndarray) -> np.ndarray:
-    """P(late) when either the node hands over late or the carrier delivers late."""
-    return 1.0 - (1.0 - p_carrier) * (1.0 - p_congestion)
-
-
 def _cap(*, ruleset: Ruleset, candidate: Candidate) -> float:
     """The daily shipment cap of a node under the ruleset (inf when its capacity is unknown)."""
     rule = ruleset.eligibility.capacity
@@ -285,24 +281,6 @@ def _units(order: Order) -> list[tuple[OrderLine, ...]]:
     return units
 
 
-def _partitions(n: int, max_blocks: int) -> list[list[int]]:
-    """Set partitions of n units into at most max_blocks blocks, as block bitmasks (restricted growth strings)."""
-    found = []
-
-    def grow(i: int, labels: list[int], blocks: int) -> None:
-        if i == n:
-            masks = [0] * blocks
-            for unit, label in enumerate(labels):
-                masks[label] |= 1 << unit
-            found.append(masks)
-            return
-        for label in range(min(blocks + 1, max_blocks)):
-            grow(i + 1, labels + [label], max(blocks, label + 1))
-
-    grow(0, [], 0)
-    return found
-
-
 def decide(
     *,
     order: Order,
@@ -330,7 +308,7 @@ def decide(
     chunk = slice(offset, offset + n_rows)
     p_carrier = np.asarray(scores.carrier_delay[chunk], dtype=np.float64)
     p_congestion = np.asarray(scores.node_congestion[chunk], dtype=np.float64)
-    p_late = _combined_late(p_carrier, p_congestion)
+    p_late = combined_late(p_carrier, p_congestion)
     option_rules = [
         _option_rule(
             ruleset=ruleset,
@@ -487,7 +465,7 @@ def _search(
     """All finite allocations (subset -> node, distinct nodes), cheapest first, ties by node ids."""
     found: list[tuple[float, tuple[str, ...], tuple[tuple[int, int], ...]]] = []
     n_nodes = best.shape[0]
-    for masks in _partitions(n_units, max_blocks):
+    for masks in partitions(n_units, max_blocks):
         k = len(masks)
         grid = np.zeros((n_nodes,) * k)
         for b, mask in enumerate(masks):

@@ -159,3 +159,21 @@ def bearer(database, *, role: str, name: str | None = None) -> dict[str, str]:
             session=session, name=name or f"{role}-{uuid.uuid4().hex[:6]}", role=role, created_by="test"
         )
     return {"Authorization": f"Bearer {token}"}
+
+
+def queries_of(rows):
+    """Risk queries for shipment rows of a history frame (their plan, at their allocation time)."""
+    from rules.engine import RiskQueries
+
+    return RiskQueries(
+        decided_at=list(rows["allocated_at"]),
+        node_id=list(rows["node_id"]),
+        node_type=list(rows["node_type"]),
+        origin_region=list(rows["origin_region"]),
+        dest_region=list(rows["dest_region"]),
+        carrier=list(rows["carrier"]),
+        service=list(rows["service"]),
+        distance_km=list(rows["distance_km"]),
+        ship_by=list(rows["ship_by"]),
+        promised_delivery=list(rows["promised_delivery"]),
+    )

@@ -53,7 +53,8 @@ def test_the_columnar_engine_chooses_what_the_sequential_engine_chooses(case):
         assert len(set(nodes)) == len(nodes)
         assert sorted(s.node_id for s in decision.chosen.shipments) == nodes or any(
             # Equal totals may be reached by different nodes only when two plans tie.
-            abs(t.total - decision.chosen.total) < 1e-9 for t in ([decision.runner_up] if decision.runner_up else [])
+            abs(t.total - decision.chosen.total) < 1e-9
+            for t in ([decision.runner_up] if decision.runner_up else [])
         )
 
 

@@ -19,7 +19,7 @@ from serving.app import create_app
 from serving.runtime import Runtime, start, sync_events
 from serving.scorer import ModelSet, query_rows
 from serving.settings import Settings
-from tests.conftest import migrated_sqlite
+from tests.conftest import migrated_sqlite, queries_of
 
 EVENT_MODELS = {
     "allocated": schemas.AllocatedEvent,
@@ -179,26 +179,8 @@ def test_another_worker_applies_recorded_events_within_its_polling_interval(twin
             time.sleep(0.05)
     assert reader.journal_seq == writer.journal_seq == len(sent)
     assert reader.state.last_event_at == writer.state.last_event_at > start_at
-    rows = query_rows(queries=_queries(twin, decided))
+    rows = query_rows(queries=queries_of(_rows(twin, decided, n=50)))
     _assert_same_features(reader.state.features(rows=rows), writer.state.features(rows=rows))
-
-
-def _queries(twin, decided):
-    from rules.engine import RiskQueries
-
-    rows = _rows(twin, decided, n=50)
-    return RiskQueries(
-        decided_at=[decided.to_pydatetime()] * len(rows),
-        node_id=list(rows["node_id"]),
-        node_type=list(rows["node_type"]),
-        origin_region=list(rows["origin_region"]),
-        dest_region=list(rows["dest_region"]),
-        carrier=list(rows["carrier"]),
-        service=list(rows["service"]),
-        distance_km=list(rows["distance_km"]),
-        ship_by=list(rows["ship_by"]),
-        promised_delivery=list(rows["promised_delivery"]),
-    )
 
 
 def test_recorded_events_survive_a_restart(twin_dir, tmp_path, tracking):

@@ -13,6 +13,7 @@ from features.offline import features_for_rows, prepare
 from features.online import OnlineFeatureState
 from rules.engine import RiskQueries
 from serving.scorer import ModelScorer, ModelSet, query_rows
+from tests.conftest import queries_of
 from training.datasets import default_windows
 from training.evaluation import historical_rate
 from training.tracking import configure, load_registered
@@ -41,18 +42,7 @@ def at_decision(twin):
     state.ingest_frame(events[events["event_time"] < decided])
     rows = shipments[shipments["allocated_at"] >= decided].head(60).copy()
     rows["allocated_at"] = decided
-    queries = RiskQueries(
-        decided_at=list(rows["allocated_at"]),
-        node_id=list(rows["node_id"]),
-        node_type=list(rows["node_type"]),
-        origin_region=list(rows["origin_region"]),
-        dest_region=list(rows["dest_region"]),
-        carrier=list(rows["carrier"]),
-        service=list(rows["service"]),
-        distance_km=list(rows["distance_km"]),
-        ship_by=list(rows["ship_by"]),
-        promised_delivery=list(rows["promised_delivery"]),
-    )
+    queries = queries_of(rows)
     return decided, state, queries
 
 
