@@ -157,9 +157,18 @@ def lane_adjustments(*, batch: OrderBatch, ruleset: Ruleset) -> np.ndarray:
 
 
 def decide_orders(
-    *, batch: OrderBatch, ruleset: Ruleset, p_carrier: np.ndarray, p_congestion: np.ndarray
+    *,
+    batch: OrderBatch,
+    ruleset: Ruleset,
+    p_carrier: np.ndarray,
+    p_congestion: np.ndarray,
+    order_wave: np.ndarray | None = None,
 ) -> BatchDecisions:
-    """Decide every order of the batch in sequence order, exactly, as one order after another would be."""
+    """Decide every order of the batch in sequence order, exactly, as one order after another would be.
+
+    `order_wave` (non-decreasing) splits the batch into decision waves: a wave's decisions load its
+    nodes for the rest of that wave only (the next wave's `cand_assigned` already says where it stands).
+    """
     max_blocks = ruleset.split.max_shipments if ruleset.split.allow_split else 1
     names: list[str] = []
     static = static_rules(batch=batch, ruleset=ruleset, names=names)
@@ -196,19 +205,23 @@ def decide_orders(
     run_total = np.full(n_orders, np.inf)
     option_rule = np.full(len(p_late), NO_RULE, dtype=np.int64)
 
-    # Loads added by this batch's own decisions, per node id.
-    node_codes, cand_node_code = np.unique(batch.cand_node.astype(str), return_inverse=True)
-    extra = np.zeros(len(node_codes))
-    start = 0
-    while start < n_orders:
-        load = batch.cand_assigned + extra[cand_node_code]
+    # Loads this batch's own decisions add, per (wave, node).
+    wave = np.zeros(n_orders, dtype=np.int64) if order_wave is None else np.asarray(order_wave, dtype=np.int64)
+    _, node_code = np.unique(batch.cand_node.astype(str), return_inverse=True)
+    _, cand_load_code = np.unique(
+        wave[batch.cand_order] * (node_code.max(initial=0) + 1) + node_code, return_inverse=True
+    )
+    extra = np.zeros(cand_load_code.max(initial=-1) + 1)
+    open_orders = np.ones(n_orders, dtype=bool)
+    while open_orders.any():
+        load = batch.cand_assigned + extra[cand_load_code]
         full = load + 1 > cap
         rule = np.where(
             static != NO_RULE,
             static,
             np.where(full[batch.opt_cand], capacity_code, np.where(risky, risk_code, NO_RULE)),
         )
-        todo = np.arange(start, n_orders)
+        todo = np.flatnonzero(open_orders)
         chosen = _solve(
             batch=batch,
             orders=todo,
@@ -218,19 +231,23 @@ def decide_orders(
             max_blocks=max_blocks,
             out=(out_option, out_mask, out_total, run_option, run_mask, run_total),
         )
-        # Redo from the first order whose candidates' cap status this batch's earlier shipments changed.
-        stop = _first_stale(
-            batch=batch, start=start, chosen=chosen, cap=cap, extra=extra, cand_node_code=cand_node_code
+        # In each wave, redo from the first order whose candidates' cap status earlier shipments changed.
+        stale = _first_stale(
+            batch=batch,
+            open_orders=open_orders,
+            wave=wave,
+            chosen=chosen,
+            cap=cap,
+            extra=extra,
+            load_code=cand_load_code,
         )
-        decided = todo if stop is None else np.arange(start, stop)
-        in_decided = np.isin(order_of_option, decided)
-        option_rule[in_decided] = rule[in_decided]
-        for o in decided:
-            for b in range(max_blocks):
-                row = out_option[o, b]
-                if row >= 0:
-                    extra[cand_node_code[batch.opt_cand[row]]] += 1.0
-        start = n_orders if stop is None else stop
+        decided = todo[todo < stale[wave[todo]]]
+        in_decided = np.zeros(n_orders, dtype=bool)
+        in_decided[decided] = True
+        option_rule[in_decided[order_of_option]] = rule[in_decided[order_of_option]]
+        shipped = out_option[decided][out_option[decided] >= 0]
+        np.add.at(extra, cand_load_code[batch.opt_cand[shipped]], 1.0)
+        open_orders[decided] = False
     single_total = base_price + batch.cand_handling_cost[batch.opt_cand]
     return BatchDecisions(
         chosen_option=out_option,
@@ -247,26 +264,36 @@ def decide_orders(
 
 
 def _first_stale(
-    *, batch: OrderBatch, start: int, chosen: np.ndarray, cap: np.ndarray, extra: np.ndarray, cand_node_code: np.ndarray
-) -> int | None:
-    """The first order from `start` on that was decided with a node's cap status its predecessors have changed.
+    *,
+    batch: OrderBatch,
+    open_orders: np.ndarray,
+    wave: np.ndarray,
+    chosen: np.ndarray,
+    cap: np.ndarray,
+    extra: np.ndarray,
+    load_code: np.ndarray,
+) -> np.ndarray:
+    """Per wave, the first open order decided with a node's cap status that its wave's earlier open orders changed.
 
-    Before it every order saw exactly the loads one-after-another deciding would have shown it.
+    Orders before it in its wave saw exactly the loads one-after-another deciding would have shown
+    them; waves with no such order map to one past the last order.
     """
-    rows = chosen[start:]
+    n = batch.n_orders
+    stale = np.full(wave.max(initial=0) + 1, n, dtype=np.int64)
+    rows = chosen[open_orders]
     used = rows >= 0
     if not used.any():
-        return None
-    big = np.int64(batch.n_orders + 1)
-    ship_order = np.repeat(np.arange(start, batch.n_orders), rows.shape[1])[used.ravel()]
-    ship_node = cand_node_code[batch.opt_cand[rows[used]]]
-    shipped = np.sort(ship_node.astype(np.int64) * big + ship_order)
-    cands = np.flatnonzero(batch.cand_order >= start)
-    node, order = cand_node_code[cands].astype(np.int64), batch.cand_order[cands]
-    before = np.searchsorted(shipped, node * big + order) - np.searchsorted(shipped, node * big)
-    seen = batch.cand_assigned[cands] + extra[node]
+        return stale
+    big = np.int64(n + 1)
+    ship_order = np.repeat(np.flatnonzero(open_orders), rows.shape[1])[used.ravel()]
+    shipped = np.sort(load_code[batch.opt_cand[rows[used]]].astype(np.int64) * big + ship_order)
+    cands = np.flatnonzero(open_orders[batch.cand_order])
+    code, order = load_code[cands].astype(np.int64), batch.cand_order[cands]
+    before = np.searchsorted(shipped, code * big + order) - np.searchsorted(shipped, code * big)
+    seen = batch.cand_assigned[cands] + extra[code]
     flipped = (seen + 1 > cap[cands]) != (seen + before + 1 > cap[cands])
-    return int(order[flipped].min()) if flipped.any() else None
+    np.minimum.at(stale, wave[order[flipped]], order[flipped])
+    return stale
 
 
 def _solve(

@@ -71,3 +71,24 @@ def test_a_full_node_sends_later_orders_elsewhere_in_one_batch():
     assert chosen == ["N1", "N2", "N2"]
     assert got.rule_names[got.option_rule[batch.opt_cand == 2][0]] == "capacity"
     assert np.isfinite(got.chosen_total).all()
+
+
+def test_a_new_wave_starts_from_its_own_recorded_loads():
+    from tests.rules.test_engine import _candidate, _order
+
+    order = _order()
+    first = [_candidate("N1", cost=5.0, capacity=2, assigned=1), _candidate("N2", cost=9.0)]
+    scorer = TableScorer({(c.node_id, "a", "ground"): (0.05, 0.05) for c in first})
+    orders, candidates = [order] * 4, [first] * 4
+    queries, _ = risk_queries(orders=orders, candidates=candidates)
+    scores = scorer.score(queries)
+    batch = from_orders(orders=orders, candidates=candidates, units_of=_units)
+    got = decide_orders(
+        batch=batch,
+        ruleset=SEED,
+        p_carrier=scores.carrier_delay,
+        p_congestion=scores.node_congestion,
+        order_wave=np.array([0, 0, 1, 1]),
+    )
+    chosen = [batch.cand_node[batch.opt_cand[got.chosen_option[o, 0]]] for o in range(4)]
+    assert chosen == ["N1", "N2", "N1", "N2"]
