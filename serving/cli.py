@@ -467,6 +467,110 @@ def rules_validate(
     console.print(f"  content hash {ruleset.content_hash()}")
 
 
+class RiskSource(str, Enum):
+    """Where a backtest's risk comes from."""
+
+    models = "models"
+    priors = "priors"
+
+
+def _ruleset(*, reference: str):
+    """A ruleset by reference: 'seed', 'active', a version number from the database, or a YAML/JSON file."""
+    from approvals import rulesets
+    from rules.schema import load_ruleset, seed_ruleset_path
+
+    if reference == "seed":
+        return load_ruleset(path=seed_ruleset_path()), "seed"
+    if reference == "active" or reference.lstrip("v").isdigit():
+        database = _database()
+        try:
+            with database.sessions() as session:
+                version = (
+                    rulesets.active(session=session)
+                    if reference == "active"
+                    else rulesets.get(session=session, number=int(reference.lstrip("v")))
+                )
+                return rulesets.to_ruleset(version=version), f"version {version.number}"
+        finally:
+            database.dispose()
+    return load_ruleset(path=Path(reference)), reference
+
+
+def _window(text: str | None):
+    import pandas as pd
+
+    if not text:
+        return None, None
+    if ".." not in text:
+        raise typer.BadParameter(
+            "give START..END (ISO dates or times; either side may be empty)", param_hint="--window"
+        )
+    start, end = text.split("..", 1)
+    try:
+        return (pd.Timestamp(start) if start else None, pd.Timestamp(end) if end else None)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r}: {exc}", param_hint="--window") from None
+
+
+@app.command()
+def backtest(
+    ruleset: Annotated[str, typer.Option(help="the ruleset to try: seed, active, a version number, or a file")],
+    against: Annotated[str, typer.Option(help="the ruleset to compare with (same forms)")] = "active",
+    history: Annotated[Path | None, typer.Option(help="a twin history folder (default: the embedded one)")] = None,
+    window: Annotated[str | None, typer.Option(help="START..END of decisions to replay (default: all)")] = None,
+    max_orders: Annotated[int | None, typer.Option(help="replay only the newest N orders of the window")] = None,
+    risk: Annotated[RiskSource, typer.Option(help="models (@champion) or rules-only priors")] = RiskSource.models,
+    out: Annotated[Path | None, typer.Option(help="write the full report (JSON) here")] = None,
+) -> None:
+    """Replay recorded decisions through two rulesets with the live engine and compare what they would have done."""
+    import json
+
+    from features.history import load_history
+    from features.storage import write_atomically
+    from rules.backtest import compare, load_replay, prior_risk, replay_ruleset
+
+    settings = get_settings()
+    folder = history or settings.history_dir
+    start, end = _window(window)
+    new, new_name = _ruleset(reference=ruleset)
+    old, old_name = _ruleset(reference=against)
+    started = time.perf_counter()
+    replay = load_replay(folder=folder, start=start, end=end, max_orders=max_orders)
+    if risk is RiskSource.models:
+        from serving.runtime import load_models
+        from serving.scorer import replay_risk
+
+        models, _ = load_models(tracking_uri=settings.mlflow_tracking_uri)
+        priced = replay_risk(replay=replay, history=load_history(path=folder)[0], models=models)
+    else:
+        priced = prior_risk(replay=replay)
+    report = compare(
+        replay=replay,
+        old=replay_ruleset(replay=replay, ruleset=old, risk=priced),
+        new=replay_ruleset(replay=replay, ruleset=new, risk=priced),
+    )
+    report["risk"] = priced.source
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    table = Table("", f"against: {old_name}", f"ruleset: {new_name}")
+    for key in ("routed", "expected_on_time", "cost_per_order", "objective_per_order", "split_rate"):
+        table.add_row(key, f"{report['old'][key]}", f"{report['new'][key]}")
+    console.print(
+        f"{report['orders']:,} orders replayed ({report['window'][0]} .. {report['window'][1]}), "
+        f"risk from {priced.source}, in {report['seconds']} s"
+    )
+    console.print(table)
+    console.print(f"decisions that change: {report['changed_share']:.2%}")
+    for lane in report["lanes"][:5]:
+        console.print(
+            f"  lane {lane['carrier']} -> {lane['dest_region']}: "
+            f"{int(lane['shipments_old'])} -> {int(lane['shipments_new'])} shipments"
+        )
+    console.print(f"[dim]{report['limitations']}[/dim]")
+    if out is not None:
+        write_atomically(path=out, writer=lambda target: target.write_text(json.dumps(report, indent=2, default=str)))
+        console.print(f"report written to {out}")
+
+
 @models_app.command("compare")
 def models_compare(
     model: Annotated[str, typer.Option(help="carrier_delay or node_congestion")] = "carrier_delay",

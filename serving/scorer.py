@@ -15,7 +15,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from features.history import History
 from features.online import OnlineFeatureState
+from rules.backtest import Replay, Risk
 from rules.engine import RiskQueries, RiskScores
 from training.evaluation import historical_rate
 from training.tracking import RegisteredModel
@@ -127,3 +129,37 @@ class ModelScorer:
             notes=notes,
             model_versions=self.models.versions(),
         )
+
+
+def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
+    """The models' calibrated risk for every option of a backtest replay, priced as of each decision wave's start.
+
+    Pricing at the wave's start (never after the decision) keeps the replay point-in-time correct
+    and lets the options a wave shares be priced once; a missing model falls back to its base rate.
+    """
+    from features.offline import features_for_rows, prepare
+
+    rows = replay.option_rows()
+    order = replay.batch.cand_order[replay.batch.opt_cand]
+    wave_start = pd.Series(replay.decided_at).groupby(replay.order_wave).transform("min").to_numpy()
+    rows["allocated_at"] = wave_start[order].astype("datetime64[s]")
+    frame = pd.DataFrame(rows)
+    keys = list(frame.columns)
+    unique = frame.drop_duplicates(keys).reset_index(drop=True)
+    back = frame.merge(unique.reset_index(), on=keys, how="left")["index"].to_numpy()
+    features = features_for_rows(
+        rows=unique, streams=prepare(history=history).streams, node_days=history.node_days, notices=history.notices
+    )
+    risks = {}
+    for name in ("carrier_delay", "node_congestion"):
+        registered: RegisteredModel | None = getattr(models, name)
+        if registered is None:
+            risks[name] = np.full(len(unique), FALLBACK_BASE_RATES[name])
+        else:
+            risks[name] = registered.model.risk(registered.model.encode(features))
+    source = (
+        ", ".join(f"{m.name} v{m.version}" for m in (models.carrier_delay, models.node_congestion) if m) or "base rates"
+    )
+    return Risk(
+        carrier_delay=risks["carrier_delay"][back], node_congestion=risks["node_congestion"][back], source=source
+    )
