@@ -94,8 +94,8 @@ def load_replay(
     ) * waves // SECONDS_PER_DAY
 
     lines = pd.read_parquet(folder / "order_lines.parquet")
-    lines = lines[lines["order_id"].astype(str).isin(orders.index)]
-    line_order = position.loc[lines["order_id"].astype(str)].to_numpy()
+    line_order = _positions(column=lines["order_id"], position=position)
+    lines, line_order = lines[line_order >= 0], line_order[line_order >= 0]
     n_units = orders["n_lines"].to_numpy(dtype=np.int64)
     width = int(n_units.max())
     quantity = np.zeros((n, width), dtype=np.int64)
@@ -104,8 +104,9 @@ def load_replay(
     hazmat[line_order, lines["line_no"].to_numpy()] = lines["hazmat"].to_numpy()
 
     nodes = pd.read_parquet(folder / "nodes.parquet").set_index("node_id")
-    cands = candidates[candidates["order_id"].astype(str).isin(orders.index)].copy()
-    cands["order"] = position.loc[cands["order_id"].astype(str)].to_numpy()
+    cand_order = _positions(column=candidates["order_id"], position=position)
+    cands = candidates[cand_order >= 0].copy()
+    cands["order"] = cand_order[cand_order >= 0]
     cands["node_id"] = cands["node_id"].astype(str)
     cands = cands.sort_values(["order", "node_id"], kind="stable").reset_index(drop=True)
     node = nodes.loc[cands["node_id"]]
@@ -163,6 +164,15 @@ def load_replay(
         cand_distance_km=cands["distance_km"].to_numpy(dtype=np.float64),
         opt_ship_by=ship_by[opt_cand].astype("datetime64[s]"),
     )
+
+
+def _positions(*, column: pd.Series, position: pd.Series) -> np.ndarray:
+    """Each row's order position (-1 for orders outside the replay), looked up once per distinct order id."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        table = position.reindex(column.cat.categories.astype(str)).fillna(-1).to_numpy(dtype=np.int64)
+        codes = column.cat.codes.to_numpy()
+        return np.where(codes >= 0, table[codes], -1)
+    return position.reindex(column.astype(str)).fillna(-1).to_numpy(dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -177,22 +177,16 @@ def decide_orders(
     p_late = combined_late(np.asarray(p_carrier, float), np.asarray(p_congestion, float))
     limits = ruleset.eligibility.max_risk_by_tier
     order_of_option = batch.cand_order[batch.opt_cand]
-    tier_of_option = batch.order_tier[order_of_option]
-    limit = (
-        np.array([limits.get(t, np.inf) for t in tier_of_option], dtype=np.float64)
-        if len(tier_of_option)
-        else np.zeros(0)
-    )
+    # Tier lookups once per order, spread to its options (there are far more options than orders).
+    tiers, tier_code = np.unique(batch.order_tier.astype(str), return_inverse=True)
+    option_tier = tier_code[order_of_option]
+    limit = np.array([limits.get(t, np.inf) for t in tiers], dtype=np.float64)[option_tier]
     risky = p_late > limit
     risk_code = np.full(len(p_late), NO_RULE, dtype=np.int64)
-    for tier in sorted(set(tier_of_option.tolist())):
+    for i, tier in enumerate(tiers):
         names.append(f"max_risk_{tier}")
-        risk_code[tier_of_option == tier] = len(names) - 1
-    penalty = (
-        np.array([ruleset.scoring.late_penalty_by_tier.get(t, 0.0) for t in tier_of_option], dtype=np.float64)
-        if len(tier_of_option)
-        else np.zeros(0)
-    )
+        risk_code[option_tier == i] = len(names) - 1
+    penalty = np.array([ruleset.scoring.late_penalty_by_tier.get(t, 0.0) for t in tiers], dtype=np.float64)[option_tier]
     base_price = batch.opt_cost + penalty * p_late + lane_adjustments(batch=batch, ruleset=ruleset)
     cap = caps(ruleset=ruleset, node=batch.cand_node, capacity=batch.cand_capacity)
 

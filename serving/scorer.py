@@ -139,14 +139,25 @@ def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
     """
     from features.offline import features_for_rows, prepare
 
+    b = replay.batch
     rows = replay.option_rows()
-    order = replay.batch.cand_order[replay.batch.opt_cand]
+    order = b.cand_order[b.opt_cand]
     wave_start = pd.Series(replay.decided_at).groupby(replay.order_wave).transform("min").to_numpy()
     rows["allocated_at"] = wave_start[order].astype("datetime64[s]")
-    frame = pd.DataFrame(rows)
-    keys = list(frame.columns)
-    unique = frame.drop_duplicates(keys).reset_index(drop=True)
-    back = frame.merge(unique.reset_index(), on=keys, how="left")["index"].to_numpy()
+    # Options that read the same decision row (same wave, node, lane, distance, promise and ship-by) are priced once.
+    key = _dense(replay.order_wave[b.cand_order])
+    for column in (
+        b.cand_node,
+        b.order_dest_region[b.cand_order],
+        replay.cand_distance_km,
+        b.order_promised_day[b.cand_order],
+    ):
+        key = _dense(key * (int(key.max(initial=0)) + 1) + _dense(column))
+    key = key[b.opt_cand]
+    for column in (b.opt_carrier, b.opt_service, b.opt_ship_by_day):
+        key = _dense(key * (int(key.max(initial=0)) + 1) + _dense(column))
+    _, first, back = np.unique(key, return_index=True, return_inverse=True)
+    unique = {name: values[first] for name, values in rows.items()}
     features = features_for_rows(
         rows=unique, streams=prepare(history=history).streams, node_days=history.node_days, notices=history.notices
     )
@@ -154,7 +165,7 @@ def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
     for name in ("carrier_delay", "node_congestion"):
         registered: RegisteredModel | None = getattr(models, name)
         if registered is None:
-            risks[name] = np.full(len(unique), FALLBACK_BASE_RATES[name])
+            risks[name] = np.full(len(first), FALLBACK_BASE_RATES[name])
         else:
             risks[name] = registered.model.risk(registered.model.encode(features))
     source = (
@@ -163,3 +174,8 @@ def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
     return Risk(
         carrier_delay=risks["carrier_delay"][back], node_congestion=risks["node_congestion"][back], source=source
     )
+
+
+def _dense(values: np.ndarray) -> np.ndarray:
+    """Values as dense int64 codes 0..k-1."""
+    return pd.factorize(values)[0].astype(np.int64)

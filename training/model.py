@@ -24,6 +24,7 @@ from training.errors import ModelLoadError
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
 FORMAT_VERSION = 1
+LARGE_BATCH = 5_000  # rows from which categorical columns are encoded by pandas rather than a dict
 DEFAULT_PARAMS: dict[str, object] = {
     "objective": "binary",
     "learning_rate": 0.05,
@@ -111,7 +112,11 @@ class RiskModel:
         matrix = np.empty((n, len(self.features_)), dtype=np.float64)
         for j, name in enumerate(self.features_):
             values = columns[name]
-            if name in self.codes_:
+            if name in self.codes_ and n > LARGE_BATCH:
+                # Many rows (a backtest): pandas maps them in one pass; unknown values become missing.
+                codes = pd.Categorical(np.asarray(values, dtype=object), categories=self.categories_[name]).codes
+                matrix[:, j] = np.where(codes >= 0, codes, np.nan)
+            elif name in self.codes_:
                 lookup = self.codes_[name]
                 matrix[:, j] = [lookup.get(v, np.nan) if isinstance(v, str) else np.nan for v in values]
             else:
