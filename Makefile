@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/history.py
 	$(BIN)/python benchmarks/training.py --dask
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/backtest.py
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache

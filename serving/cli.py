@@ -112,9 +112,9 @@ def _print_rates(*, title: str, frame, key: str) -> None:
 @app.command()
 def simulate(
     scenario: Annotated[str, typer.Option(help="'default', 'trouble' or a scenario YAML file")] = "default",
-    out: Annotated[Path, typer.Option(help="folder to write the history into (replaced whole)")] = Path(
-        "data/history/default"
-    ),
+    out: Annotated[
+        Path | None, typer.Option(help="folder to write the history into, replaced whole (default: data/history/NAME)")
+    ] = None,
     seed: Annotated[int | None, typer.Option(help="random seed (default: the scenario's)")] = None,
 ) -> None:
     """Simulate a fulfilment network forward and write its history."""
@@ -124,6 +124,7 @@ def simulate(
 
     spec = load_scenario(source=scenario)
     seed = spec.seed if seed is None else seed
+    out = out or get_settings().data_dir / "history" / spec.name
     started = time.perf_counter()
     with _progress() as progress:
         task = progress.add_task(f"simulating {spec.name} (seed {seed})", total=spec.days)
