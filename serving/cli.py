@@ -572,6 +572,56 @@ def backtest(
         console.print(f"report written to {out}")
 
 
+@app.command()
+def propose(
+    history: Annotated[Path | None, typer.Option(help="a twin history folder (default: the embedded one)")] = None,
+    days: Annotated[int, typer.Option(help="how many recent days of history to judge lanes on")] = 14,
+    backtest_orders: Annotated[int, typer.Option(help="recent orders each proposal's backtest replays")] = 20_000,
+) -> None:
+    """File lane-penalty proposals (each with a backtest) for lanes whose delay risk stays above their peers."""
+    import pandas as pd
+
+    from features.history import load_history
+    from rules.backtest import load_replay
+    from serving.proposing import lane_findings, propose_lanes
+    from serving.runtime import load_models
+    from serving.scorer import replay_risk
+
+    settings = get_settings()
+    folder = history or settings.history_dir
+    loaded, _ = load_history(path=folder)
+    models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
+    if models.carrier_delay is None:
+        raise typer.BadParameter(f"no carrier_delay champion: {problems.get('carrier_delay')}", param_hint="model")
+    end = loaded.shipments["allocated_at"].max()
+    since = end.floor("D") - pd.Timedelta(days=days)
+    findings = lane_findings(
+        history=loaded, services=pd.read_parquet(folder / "services.parquet"), model=models.carrier_delay, since=since
+    )
+    console.print(f"{len(findings)} lane(s) above their peers since {since:%Y-%m-%d}")
+    if not findings:
+        return
+    replay = load_replay(folder=folder, max_orders=backtest_orders)
+    database = _database()
+    try:
+        filed = propose_lanes(
+            database=database,
+            findings=findings,
+            replay=replay,
+            risk=replay_risk(replay=replay, history=loaded, models=models),
+            policy=settings.approvals,
+            model=models.carrier_delay,
+            window=(str(since), str(end)),
+        )
+    finally:
+        database.dispose()
+    for item in filed:
+        if "proposal" in item:
+            console.print(f"  proposal {item['proposal']}: {item['target']} lane penalty {item['amount']:.2f}")
+        else:
+            console.print(f"  {item['target']}: not proposed ({item['skipped']})")
+
+
 @models_app.command("compare")
 def models_compare(
     model: Annotated[str, typer.Option(help="carrier_delay or node_congestion")] = "carrier_delay",

@@ -177,7 +177,7 @@ def test_default_network_reproduces_the_shape_of_real_delivery_history():
 
 
 def test_the_trouble_scenario_shows_its_injected_troubles_in_the_history(tmp_path):
-    """swiftship degrades on nw from day 35; DC02 loses capacity on Mondays from day 28 (both unannounced)."""
+    """ecopost degrades on ncw from day 35; DC02 loses capacity on Mondays from day 28 (both unannounced)."""
     base = load_scenario(source="trouble")
     demand = base.demand.model_copy(update={"base_orders_per_day": 1500})
     events = tuple(e.model_copy(update={"end_day": 70}) for e in base.events)
@@ -186,7 +186,7 @@ def test_the_trouble_scenario_shows_its_injected_troubles_in_the_history(tmp_pat
     shipments = load_history(path=tmp_path)[0].shipments
     day = (shipments["allocated_at"] - pd.Timestamp(scenario.start_date)).dt.days
     late = shipments["delivered_at"] >= shipments["promised_delivery"] + pd.Timedelta(days=1)
-    lane = (shipments["carrier"] == "swiftship") & (shipments["dest_region"] == "nw")
+    lane = (shipments["carrier"] == "ecopost") & (shipments["dest_region"] == "ncw")
     before, after = late[lane & (day < 35)].mean(), late[lane & (day >= 40)].mean()
     others = late[~lane & (day >= 40)].mean()
     assert after > 2 * before and after > 1.5 * others

@@ -1,0 +1,82 @@
+"""Proposals from the models on the trouble scenario: the degraded lane is found, proposed once, with a backtest."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from approvals import proposals, rulesets
+from approvals.db import transaction
+from approvals.policy import Policy
+from features.history import load_history
+from features.offline import build_features
+from features.twin.output import write_simulation
+from features.twin.scenario import load_scenario
+from features.twin.simulate import simulate
+from rules.backtest import load_replay
+from rules.schema import load_ruleset, seed_ruleset_path
+from serving.proposing import lane_findings, propose_lanes
+from serving.scorer import ModelSet, replay_risk
+from tests.conftest import migrated_sqlite
+from training.datasets import default_windows
+from training.tracking import configure, load_registered
+from training.train import train_model
+
+
+@pytest.fixture(scope="module")
+def trouble(tmp_path_factory):
+    """Seventy days of the trouble scenario (ecopost degrades on ncw from day 35), and its delay champion."""
+    base = load_scenario(source="trouble")
+    demand = base.demand.model_copy(update={"base_orders_per_day": 1500})
+    events = tuple(e.model_copy(update={"end_day": 70}) for e in base.events)
+    scenario = base.model_copy(update={"days": 70, "demand": demand, "events": events})
+    folder = tmp_path_factory.mktemp("trouble") / "history"
+    write_simulation(result=simulate(scenario=scenario), scenario=scenario, seed=scenario.seed, out_dir=folder)
+    history, _ = load_history(path=folder)
+    table = build_features(history=history)["carrier_delay"]
+    configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    train_model(model_name="carrier_delay", table=table, windows=default_windows(table=table))
+    return folder, history, table, load_registered(model_name="carrier_delay", alias="champion")
+
+
+def test_the_degraded_lane_is_found_and_few_others(trouble):
+    folder, history, table, model = trouble
+    since = history.shipments["allocated_at"].max().floor("D") - pd.Timedelta(days=14)
+    findings = lane_findings(history=history, services=_services(folder), model=model, since=since)
+    targets = [f.target for f in findings]
+    assert "lane:ecopost:ncw" in targets and len(targets) <= 3, targets
+    found = next(f for f in findings if f.target == "lane:ecopost:ncw")
+    assert found.risk_low > found.peers_risk and found.shipments >= 200
+
+
+def test_each_finding_becomes_one_pending_proposal_with_its_evidence_and_backtest(trouble, tmp_path):
+    folder, history, table, model = trouble
+    database = migrated_sqlite(folder=tmp_path)
+    with transaction(sessions=database.sessions) as session:
+        rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
+    since = history.shipments["allocated_at"].max().floor("D") - pd.Timedelta(days=14)
+    found = lane_findings(history=history, services=_services(folder), model=model, since=since)
+    findings = [f for f in found if f.dest_region == "ncw"]
+    replay = load_replay(folder=folder, max_orders=4_000)
+    risk = replay_risk(replay=replay, history=history, models=ModelSet(carrier_delay=model))
+    window = (str(since), str(history.shipments["allocated_at"].max()))
+    args = dict(
+        database=database, findings=findings, replay=replay, risk=risk, policy=Policy(), model=model, window=window
+    )
+    filed = propose_lanes(**args)
+    assert [f["target"] for f in filed if "proposal" in f] == ["lane:ecopost:ncw"]
+    with database.sessions() as session:
+        proposal = proposals.get(session=session, proposal_id=filed[0]["proposal"])
+    assert proposal.status == "pending" and proposal.proposer == "riskroute-propose"
+    assert proposal.diff[0]["value"]["carrier"] == "ecopost" and 0 < proposal.diff[0]["value"]["amount"] <= 10
+    assert proposal.evidence["model"]["version"] == model.version and "interval_95" in proposal.evidence
+    lanes = {(x["carrier"], x["dest_region"]): x for x in proposal.backtest["lanes"]}
+    assert lanes[("ecopost", "ncw")]["shipments_new"] < lanes[("ecopost", "ncw")]["shipments_old"]
+    assert "ecopost" in proposal.rationale and "ncw" in proposal.rationale
+    # Asked again, nothing new: the pending proposal for the lane stands.
+    assert all("skipped" in f for f in propose_lanes(**args))
+    database.dispose()
+
+
+def _services(folder):
+    return pd.read_parquet(folder / "services.parquet")
