@@ -13,11 +13,16 @@ with that node's load: the same answer as deciding one order after another.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rules.schema import Ruleset
+
+if TYPE_CHECKING:  # the object engine imports this module; its types are only annotations here
+    from rules.engine import Candidate, Order, OrderLine
 
 NO_RULE = -1
 
@@ -106,8 +111,7 @@ def partitions(n: int, max_blocks: int) -> list[list[int]]:
 def caps(*, ruleset: Ruleset, node: np.ndarray, capacity: np.ndarray) -> np.ndarray:
     """Each candidate's daily shipment cap (an override, a share of its capacity, or inf when unknown)."""
     rule = ruleset.eligibility.capacity
-    shared = np.where(np.isfinite(capacity), np.floor(rule.default_share * np.nan_to_num(capacity, nan=0.0)), np.inf)
-    shared = np.where(np.isnan(capacity), np.inf, shared)
+    shared = np.where(np.isnan(capacity), np.inf, np.floor(rule.default_share * np.nan_to_num(capacity)))
     overrides = np.array([float(rule.overrides.get(n, np.nan)) for n in node]) if rule.overrides else None
     return shared if overrides is None else np.where(np.isnan(overrides), shared, overrides)
 
@@ -490,7 +494,12 @@ def _day(value) -> int:
     return int((np.datetime64(value, "D") - EPOCH_DAY).astype(np.int64))
 
 
-def from_orders(*, orders, candidates, units_of) -> OrderBatch:
+def from_orders(
+    *,
+    orders: Sequence[Order],
+    candidates: Sequence[Sequence[Candidate]],
+    units_of: Callable[[Order], list[tuple[OrderLine, ...]]],
+) -> OrderBatch:
     """Engine orders and their candidates (objects, as the live API builds them) as one batch of columns.
 
     `units_of(order)` gives an order's units (tuples of lines); candidates must be sorted by node id.
