@@ -79,6 +79,33 @@ def truth(twin_dir: Path):
     return read_truth(folder=twin_dir).set_index("shipment_id")
 
 
+@pytest.fixture(scope="session")
+def champions_store(tables, truth, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An MLflow store where both models were trained once on the ten-week twin (version 1 is champion).
+
+    Read-only for its users (they configure it before loading); tests that move aliases use `tracking`.
+    """
+    from training.datasets import default_windows
+    from training.train import train_model
+
+    uri = configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('champions') / 'mlflow.db'}")
+    for name in ("carrier_delay", "node_congestion"):
+        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
+    return uri
+
+
+def served_models(*, store: str):
+    """Both champions of a store, as the service holds them."""
+    from serving.scorer import ModelSet
+    from training.tracking import load_registered
+
+    configure(tracking_uri=store)
+    return ModelSet(
+        carrier_delay=load_registered(model_name="carrier_delay", alias="champion"),
+        node_congestion=load_registered(model_name="node_congestion", alias="champion"),
+    )
+
+
 @pytest.fixture()
 def tracking(tmp_path: Path) -> str:
     """A fresh MLflow store (SQLite + local artifacts) for one test."""

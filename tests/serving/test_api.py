@@ -14,10 +14,7 @@ from serving.app import REQUEST_ID_HEADER, create_app
 from serving.runtime import Runtime
 from serving.scorer import ModelSet
 from serving.settings import Settings
-from tests.conftest import bearer, migrated_sqlite
-from training.datasets import default_windows
-from training.tracking import configure, load_registered
-from training.train import train_model
+from tests.conftest import bearer, migrated_sqlite, served_models
 
 
 @pytest.fixture(scope="module")
@@ -27,17 +24,11 @@ def decided(twin):
 
 
 @pytest.fixture(scope="module")
-def client(twin, tables, truth, decided, tmp_path_factory):
-    configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('api') / 'mlflow.db'}")
-    for name in ("carrier_delay", "node_congestion"):
-        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
+def client(twin, champions_store, decided, tmp_path_factory):
     runtime = Runtime(
         settings=Settings(max_batch=100, freshness_limit_minutes=240),
         ruleset=load_ruleset(path=seed_ruleset_path()),
-        models=ModelSet(
-            carrier_delay=load_registered(model_name="carrier_delay", alias="champion"),
-            node_congestion=load_registered(model_name="node_congestion", alias="champion"),
-        ),
+        models=served_models(store=champions_store),
         state=warm_start(history=twin, as_of=decided),
         database=migrated_sqlite(folder=tmp_path_factory.mktemp("db")),
     )

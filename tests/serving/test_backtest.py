@@ -14,23 +14,13 @@ import yaml
 from features.offline import features_for_rows, prepare
 from rules.backtest import load_replay
 from rules.schema import load_ruleset, seed_ruleset_path
-from serving.scorer import ModelSet, replay_risk
-from training.datasets import default_windows
-from training.tracking import load_registered
-from training.train import train_model
+from serving.scorer import replay_risk
+from tests.conftest import served_models
 
 
 @pytest.fixture(scope="module")
-def champions(tables, truth, tmp_path_factory):
-    from training.tracking import configure
-
-    configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('backtest') / 'mlflow.db'}")
-    for name in ("carrier_delay", "node_congestion"):
-        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
-    return ModelSet(
-        carrier_delay=load_registered(model_name="carrier_delay", alias="champion"),
-        node_congestion=load_registered(model_name="node_congestion", alias="champion"),
-    )
+def champions(champions_store):
+    return served_models(store=champions_store)
 
 
 def test_replay_risk_is_each_options_model_risk_at_its_waves_start(twin, twin_dir, champions):

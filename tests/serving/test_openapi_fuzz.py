@@ -15,19 +15,12 @@ from serving.app import create_app
 from serving.runtime import Runtime, load_models
 from serving.settings import Settings
 from tests.conftest import bearer, migrated_sqlite
-from training.datasets import default_windows
-from training.train import train_model
 
 
 @pytest.fixture(scope="module")
-def app(twin, tables, truth, tmp_path_factory):
+def app(twin, champions_store, tmp_path_factory):
     """The service with real models and warm features, as a routing engine meets it."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'mlflow.db'}"
-    from training.tracking import configure
-
-    configure(tracking_uri=uri)
-    for name in ("carrier_delay", "node_congestion"):
-        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
+    uri = champions_store
     models, problems = load_models(tracking_uri=uri)
     decided = twin.shipments["allocated_at"].quantile(0.9).floor("h")
     runtime = Runtime(

@@ -13,23 +13,14 @@ from features.offline import features_for_rows, prepare
 from features.online import OnlineFeatureState
 from rules.engine import RiskQueries
 from serving.scorer import ModelScorer, ModelSet, query_rows
-from tests.conftest import queries_of
-from training.datasets import default_windows
+from tests.conftest import queries_of, served_models
 from training.evaluation import historical_rate
-from training.tracking import configure, load_registered
-from training.train import train_model
 
 
 @pytest.fixture(scope="module")
-def served(tables, truth, tmp_path_factory):
+def served(champions_store):
     """Both models trained on the ten-week twin and loaded from the registry as @champion."""
-    configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('scorer') / 'mlflow.db'}")
-    for name in ("carrier_delay", "node_congestion"):
-        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]), truth=truth)
-    return ModelSet(
-        carrier_delay=load_registered(model_name="carrier_delay", alias="champion"),
-        node_congestion=load_registered(model_name="node_congestion", alias="champion"),
-    )
+    return served_models(store=champions_store)
 
 
 @pytest.fixture(scope="module")
