@@ -92,7 +92,8 @@ def lane_findings(
             "day": rows["allocated_at"].dt.floor("D"),
             "risk": own,
             "peers": peer_mean.reindex(rows.index),
-            "late": carrier_delay(shipments=recent),
+            # Only outcomes known by the end of the history judged.
+            "late": carrier_delay(shipments=recent, as_of=np.datetime64(shipments["allocated_at"].max(), "s")),
         }
     ).dropna(subset=["peers"])
     findings = []
