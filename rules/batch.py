@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from rules.schema import Ruleset
 
@@ -182,7 +183,7 @@ def decide_orders(
     limits = ruleset.eligibility.max_risk_by_tier
     order_of_option = batch.cand_order[batch.opt_cand]
     # Tier lookups once per order, spread to its options (there are far more options than orders).
-    tiers, tier_code = np.unique(batch.order_tier.astype(str), return_inverse=True)
+    tier_code, tiers = pd.factorize(batch.order_tier.astype(str), sort=True)
     option_tier = tier_code[order_of_option]
     limit = np.array([limits.get(t, np.inf) for t in tiers], dtype=np.float64)[option_tier]
     risky = p_late > limit
@@ -193,6 +194,10 @@ def decide_orders(
     penalty = np.array([ruleset.scoring.late_penalty_by_tier.get(t, 0.0) for t in tiers], dtype=np.float64)[option_tier]
     base_price = batch.opt_cost + penalty * p_late + lane_adjustments(batch=batch, ruleset=ruleset)
     cap = caps(ruleset=ruleset, node=batch.cand_node, capacity=batch.cand_capacity)
+    # Ties on price go to the smaller (carrier, service): their rank, computed once for the batch.
+    carrier_code = pd.factorize(batch.opt_carrier, sort=True)[0]
+    service_code = pd.factorize(batch.opt_service, sort=True)[0]
+    tiebreak = carrier_code.astype(np.int64) * (int(service_code.max(initial=0)) + 1) + service_code
 
     n_orders = batch.n_orders
     out_option = np.full((n_orders, max_blocks), -1, dtype=np.int64)
@@ -205,7 +210,7 @@ def decide_orders(
 
     # Loads this batch's own decisions add, per (wave, node).
     wave = np.zeros(n_orders, dtype=np.int64) if order_wave is None else np.asarray(order_wave, dtype=np.int64)
-    _, node_code = np.unique(batch.cand_node.astype(str), return_inverse=True)
+    node_code = pd.factorize(batch.cand_node)[0].astype(np.int64)
     _, cand_load_code = np.unique(
         wave[batch.cand_order] * (node_code.max(initial=0) + 1) + node_code, return_inverse=True
     )
@@ -225,6 +230,7 @@ def decide_orders(
             orders=todo,
             rule=rule,
             base_price=base_price,
+            tiebreak=tiebreak,
             ruleset=ruleset,
             max_blocks=max_blocks,
             out=(out_option, out_mask, out_total, run_option, run_mask, run_total),
@@ -300,6 +306,7 @@ def _solve(
     orders: np.ndarray,
     rule: np.ndarray,
     base_price: np.ndarray,
+    tiebreak: np.ndarray,
     ruleset: Ruleset,
     max_blocks: int,
     out: tuple[np.ndarray, ...],
@@ -315,6 +322,7 @@ def _solve(
             n=int(n),
             rule=rule,
             base_price=base_price,
+            tiebreak=tiebreak,
             ruleset=ruleset,
             max_blocks=max_blocks,
             out=out,
@@ -329,6 +337,7 @@ def _solve_group(
     n: int,
     rule: np.ndarray,
     base_price: np.ndarray,
+    tiebreak: np.ndarray,
     ruleset: Ruleset,
     max_blocks: int,
     out: tuple[np.ndarray, ...],
@@ -377,11 +386,7 @@ def _solve_group(
     pick = np.full((n_cands, n_subsets), -1, dtype=np.int64)
     r, s = np.nonzero(eligible)
     if r.size:
-        names = np.char.add(
-            np.char.add(batch.opt_carrier[rows].astype(str), "\x00"), batch.opt_service[rows].astype(str)
-        )
-        _, tiebreak = np.unique(names, return_inverse=True)
-        order = np.lexsort((r, tiebreak[r], total[r, s], s, row_cand[r]))
+        order = np.lexsort((r, tiebreak[rows[r]], total[r, s], s, row_cand[r]))
         c, s_sorted, r_sorted = row_cand[r][order], s[order], r[order]
         first = np.r_[True, (c[1:] != c[:-1]) | (s_sorted[1:] != s_sorted[:-1])]
         best[c[first], s_sorted[first]] = total[r_sorted[first], s_sorted[first]]

@@ -167,7 +167,8 @@ def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
         if registered is None:
             risks[name] = np.full(len(first), FALLBACK_BASE_RATES[name])
         else:
-            risks[name] = registered.model.risk(registered.model.encode(features))
+            # A batch this size is worth every core (a model loaded for serving scores on one).
+            risks[name] = registered.model.risk(registered.model.encode(features), num_threads=0)
     source = (
         ", ".join(f"{m.name} v{m.version}" for m in (models.carrier_delay, models.node_congestion) if m) or "base rates"
     )

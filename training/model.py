@@ -198,13 +198,14 @@ class RiskModel:
             callbacks=callbacks,
         )
 
-    def predict_raw(self, X: np.ndarray) -> np.ndarray:
-        """Uncalibrated booster probabilities."""
-        return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=self.num_threads_)
+    def predict_raw(self, X: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
+        """Uncalibrated booster probabilities (`num_threads` overrides the model's, e.g. 0 = all cores for a batch)."""
+        threads = self.num_threads_ if num_threads is None else num_threads
+        return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=threads)
 
-    def risk(self, X: np.ndarray) -> np.ndarray:
+    def risk(self, X: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
         """Calibrated P(late) for each row of the encoded matrix X."""
-        return np.clip(self.calibrator_.transform(self.predict_raw(X)), 0.0, 1.0)
+        return np.clip(self.calibrator_.transform(self.predict_raw(X, num_threads=num_threads)), 0.0, 1.0)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """scikit-learn style: column 0 P(on time), column 1 P(late)."""
