@@ -104,7 +104,10 @@ def test_the_serving_wrapper_loads_by_alias_and_scores_without_pandas(tables, tr
     assert np.isfinite(model.risk(model.encode(columns))).all()
     # Large batches (backtests) take another encoding path: the same matrix.
     many = tables["carrier_delay"].tail(12_000)
-    big = {name: many[name].to_numpy(dtype=object if name in model.codes_ else float) for name in model.features_}
+    big = {
+        name: np.array(many[name].to_numpy(dtype=object if name in model.codes_ else float), copy=True)
+        for name in model.features_
+    }
     big["carrier"][::7] = "brand-new-carrier"
     small = np.vstack([model.encode({k: v[i : i + 1_000] for k, v in big.items()}) for i in range(0, 12_000, 1_000)])
     np.testing.assert_allclose(model.encode(big), small, equal_nan=True)
