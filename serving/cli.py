@@ -276,7 +276,7 @@ def run(
     serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="start the service at the end")] = True,
     port: Annotated[int, typer.Option(help="port of the service")] = 8000,
 ) -> None:
-    """The main job on the embedded default: simulate (once), build features, train (if no champion), serve."""
+    """The main job on the embedded default: simulate (once), build features, train (if no champion), propose, serve."""
     from features.offline import read_features
     from features.twin.output import read_manifest
     from training.runner import TrainRequest, run_training
@@ -312,6 +312,8 @@ def run(
             _print_report(report=report)
     else:
         console.print("champions already registered; `riskroute train` makes challengers")
+    console.print("looking for lanes to propose changes on (pending proposals are kept, not repeated)")
+    _propose(folder=settings.history_dir, days=14, backtest_orders=20_000, history=history)
     if not serve_after:
         return
     demo = _demo_tokens(url=settings.database)
@@ -579,6 +581,12 @@ def propose(
     backtest_orders: Annotated[int, typer.Option(help="recent orders each proposal's backtest replays")] = 20_000,
 ) -> None:
     """File lane-penalty proposals (each with a backtest) for lanes whose delay risk stays above their peers."""
+
+    _propose(folder=history or get_settings().history_dir, days=days, backtest_orders=backtest_orders)
+
+
+def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> None:
+    """Lane findings from the delay champion, filed as proposals with their backtests."""
     import pandas as pd
 
     from features.history import load_history
@@ -588,8 +596,7 @@ def propose(
     from serving.scorer import replay_risk
 
     settings = get_settings()
-    folder = history or settings.history_dir
-    loaded, _ = load_history(path=folder)
+    loaded = history if history is not None else load_history(path=folder)[0]
     models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
     if models.carrier_delay is None:
         raise typer.BadParameter(f"no carrier_delay champion: {problems.get('carrier_delay')}", param_hint="model")
