@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -23,6 +29,15 @@ from training.tracking import configure, load_registered
 from training.train import train_model
 
 
+@dataclass(frozen=True)
+class TroubleRun:
+    folder: Path
+    history: object
+    table: pd.DataFrame
+    model: object
+    store: str
+
+
 @pytest.fixture(scope="module")
 def trouble(tmp_path_factory):
     """Seventy days of the trouble scenario (ecopost degrades on ncw from day 35), and its delay champion."""
@@ -34,13 +49,14 @@ def trouble(tmp_path_factory):
     write_simulation(result=simulate(scenario=scenario), scenario=scenario, seed=scenario.seed, out_dir=folder)
     history, _ = load_history(path=folder)
     table = build_features(history=history)["carrier_delay"]
-    configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
+    store = configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
     train_model(model_name="carrier_delay", table=table, windows=default_windows(table=table))
-    return folder, history, table, load_registered(model_name="carrier_delay", alias="champion")
+    model = load_registered(model_name="carrier_delay", alias="champion")
+    return TroubleRun(folder=folder, history=history, table=table, model=model, store=store)
 
 
 def test_the_degraded_lane_is_found_and_few_others(trouble):
-    folder, history, table, model = trouble
+    folder, history, model = trouble.folder, trouble.history, trouble.model
     since = history.shipments["allocated_at"].max().floor("D") - pd.Timedelta(days=14)
     findings = lane_findings(history=history, services=_services(folder), model=model, since=since)
     targets = [f.target for f in findings]
@@ -50,7 +66,7 @@ def test_the_degraded_lane_is_found_and_few_others(trouble):
 
 
 def test_each_finding_becomes_one_pending_proposal_with_its_evidence_and_backtest(trouble, tmp_path):
-    folder, history, table, model = trouble
+    folder, history, model = trouble.folder, trouble.history, trouble.model
     database = migrated_sqlite(folder=tmp_path)
     with transaction(sessions=database.sessions) as session:
         rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
@@ -76,6 +92,19 @@ def test_each_finding_becomes_one_pending_proposal_with_its_evidence_and_backtes
     # Asked again, nothing new: the pending proposal for the lane stands.
     assert all("skipped" in f for f in propose_lanes(**args))
     database.dispose()
+
+
+def test_the_propose_command_files_the_lane_and_says_so(trouble, tmp_path):
+    url = f"sqlite:///{tmp_path / 'riskroute.db'}"
+    env = {**os.environ, "RISKROUTE_DATABASE_URL": url, "RISKROUTE_MLFLOW_TRACKING_URI": trouble.store}
+    run = [sys.executable, "-m", "serving"]
+    assert subprocess.run([*run, "db", "upgrade"], env=env, capture_output=True, timeout=120).returncode == 0
+    args = [*run, "propose", "--history", str(trouble.folder), "--backtest-orders", "2000"]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "lane:ecopost:ncw lane penalty" in done.stdout
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert "already pending" in again.stdout
 
 
 def _services(folder):
