@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from rules.batch import combined_late, partitions
+from rules.batch import OrderBatch, combined_late, partitions
 from rules.errors import OrderError
 from rules.schema import Ruleset
 
@@ -546,3 +546,94 @@ def decide_batch(
                 extra_load[shipment.node_id] = extra_load.get(shipment.node_id, 0.0) + 1.0
         decisions.append(decision)
     return decisions
+
+
+EPOCH_DAY = np.datetime64("1970-01-01", "D")
+
+
+def _day(value) -> int:
+    """A date or datetime as days since 1970-01-01."""
+    return int((np.datetime64(value, "D") - EPOCH_DAY).astype(np.int64))
+
+
+def to_columns(
+    *,
+    orders: Sequence[Order],
+    candidates: Sequence[Sequence[Candidate]],
+) -> OrderBatch:
+    """Orders and their candidates (objects, as the live API builds them) as one batch for `rules.batch`.
+
+    Candidates must be sorted by node id within each order.
+    """
+    n = len(orders)
+    units = [_units(order) for order in orders]
+    max_units = max((len(u) for u in units), default=1)
+    quantity = np.zeros((n, max_units), dtype=np.int64)
+    hazmat = np.zeros((n, max_units), dtype=bool)
+    for o, order_units in enumerate(units):
+        for u, unit in enumerate(order_units):
+            quantity[o, u] = sum(line.quantity for line in unit)
+            hazmat[o, u] = any(line.hazmat for line in unit)
+    cand_columns: dict[str, list] = {
+        k: [] for k in ("order", "node", "type", "handling", "supply", "capacity", "assigned")
+    }
+    opt_columns: dict[str, list] = {
+        k: [] for k in ("cand", "carrier", "service", "cost", "transit", "ship_by", "excluded")
+    }
+    for o, (order, options_of) in enumerate(zip(orders, candidates)):
+        for candidate in options_of:
+            c = len(cand_columns["order"])
+            supply = sum(
+                1 << u
+                for u, unit in enumerate(units[o])
+                if all(candidate.available.get(line.line_id, 0) >= line.quantity for line in unit)
+            )
+            for key, value in (
+                ("order", o),
+                ("node", candidate.node_id),
+                ("type", candidate.node_type),
+                ("handling", candidate.handling_cost),
+                ("supply", supply),
+                ("capacity", np.nan if candidate.capacity is None else candidate.capacity),
+                ("assigned", candidate.assigned_today),
+            ):
+                cand_columns[key].append(value)
+            for option in candidate.options:
+                excluded = any(
+                    node == candidate.node_id
+                    and carrier in (None, option.carrier)
+                    and service in (None, option.service)
+                    for node, carrier, service in order.excluded
+                )
+                for key, value in (
+                    ("cand", c),
+                    ("carrier", option.carrier),
+                    ("service", option.service),
+                    ("cost", option.cost),
+                    ("transit", option.transit_days),
+                    ("ship_by", _day(option.ship_by)),
+                    ("excluded", excluded),
+                ):
+                    opt_columns[key].append(value)
+    return OrderBatch(
+        order_tier=np.array([o.tier for o in orders], dtype=object),
+        order_dest_region=np.array([o.dest_region for o in orders], dtype=object),
+        order_promised_day=np.array([_day(o.promised_delivery) for o in orders], dtype=np.int64),
+        order_n_units=np.array([len(u) for u in units], dtype=np.int64),
+        unit_quantity=quantity,
+        unit_hazmat=hazmat,
+        cand_order=np.array(cand_columns["order"], dtype=np.int64),
+        cand_node=np.array(cand_columns["node"], dtype=object),
+        cand_node_type=np.array(cand_columns["type"], dtype=object),
+        cand_handling_cost=np.array(cand_columns["handling"], dtype=np.float64),
+        cand_supply=np.array(cand_columns["supply"], dtype=np.int64),
+        cand_capacity=np.array(cand_columns["capacity"], dtype=np.float64),
+        cand_assigned=np.array(cand_columns["assigned"], dtype=np.float64),
+        opt_cand=np.array(opt_columns["cand"], dtype=np.int64),
+        opt_carrier=np.array(opt_columns["carrier"], dtype=object),
+        opt_service=np.array(opt_columns["service"], dtype=object),
+        opt_cost=np.array(opt_columns["cost"], dtype=np.float64),
+        opt_transit_days=np.array(opt_columns["transit"], dtype=np.int64),
+        opt_ship_by_day=np.array(opt_columns["ship_by"], dtype=np.int64),
+        opt_excluded=np.array(opt_columns["excluded"], dtype=bool),
+    )

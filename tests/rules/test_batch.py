@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules.batch import decide_orders, from_orders
-from rules.engine import _units, decide_batch, risk_queries
+from rules.batch import decide_orders
+from rules.engine import decide_batch, risk_queries, to_columns
 from tests.rules.test_engine import SEED, TableScorer, scenarios
 
 
@@ -29,7 +29,7 @@ def batches(draw):
 def _columnar(orders, candidates, scorer):
     queries, _ = risk_queries(orders=orders, candidates=candidates)
     scores = scorer.score(queries)
-    batch = from_orders(orders=orders, candidates=candidates, units_of=_units)
+    batch = to_columns(orders=orders, candidates=candidates)
     return batch, decide_orders(
         batch=batch, ruleset=SEED, p_carrier=scores.carrier_delay, p_congestion=scores.node_congestion
     )
@@ -82,7 +82,7 @@ def test_a_new_wave_starts_from_its_own_recorded_loads():
     orders, candidates = [order] * 4, [first] * 4
     queries, _ = risk_queries(orders=orders, candidates=candidates)
     scores = scorer.score(queries)
-    batch = from_orders(orders=orders, candidates=candidates, units_of=_units)
+    batch = to_columns(orders=orders, candidates=candidates)
     got = decide_orders(
         batch=batch,
         ruleset=SEED,
