@@ -147,7 +147,7 @@ def closed_loop() -> dict:
     from approvals.db import open_database, transaction, upgrade
     from approvals.policy import Policy
     from approvals.tokens import Principal
-    from features.offline import build_features
+    from features.offline import build_features, prepare
     from features.twin.output import write_simulation
     from features.twin.scenario import load_scenario
     from features.twin.simulate import simulate
@@ -173,8 +173,13 @@ def closed_loop() -> dict:
     seen = history.shipments[history.shipments["allocated_at"] < now].reset_index(drop=True)
     known = dataclasses.replace(history, shipments=seen)
     since = now - pd.Timedelta(days=14)
+    prepared = prepare(history=known)
     findings = lane_findings(
-        history=known, services=pd.read_parquet(folder / "services.parquet"), model=model, since=since
+        history=known,
+        services=pd.read_parquet(folder / "services.parquet"),
+        model=model,
+        since=since,
+        prepared=prepared,
     )
     url = f"sqlite:///{scratch / 'riskroute.db'}"
     upgrade(url=url)
@@ -183,7 +188,7 @@ def closed_loop() -> dict:
     with transaction(sessions=database.sessions) as session:
         rulesets.ensure_seeded(session=session, ruleset=seed)
     replay = load_replay(folder=folder, end=now, max_orders=20_000)
-    risk = replay_risk(replay=replay, history=known, models=ModelSet(carrier_delay=model))
+    risk = replay_risk(replay=replay, history=known, models=ModelSet(carrier_delay=model), prepared=prepared)
     filed = propose_lanes(
         database=database,
         findings=findings,

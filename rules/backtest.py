@@ -22,6 +22,7 @@ import pandas as pd
 
 from features.twin.network import distance_band
 from rules.batch import BatchDecisions, OrderBatch, decide_orders
+from rules.engine import PriorScorer
 from rules.errors import RulesError
 from rules.schema import Ruleset
 
@@ -217,13 +218,9 @@ def prior_risk(
     *, replay: Replay, carrier_delay: dict[str, float] | None = None, node_congestion: dict[str, float] | None = None
 ) -> Risk:
     """Rules-only risk: a fixed prior per carrier and per node type (what deciding without models means)."""
-    from rules.engine import PriorScorer
-
     priors = PriorScorer(carrier_delay=carrier_delay, node_congestion=node_congestion)
     b = replay.batch
-    delay = np.array([priors.carrier_delay.get(c, priors.default_carrier_delay) for c in b.opt_carrier])
-    types = b.cand_node_type[b.opt_cand]
-    congestion = np.array([priors.node_congestion.get(t, priors.default_node_congestion) for t in types])
+    delay, congestion = priors.priors(carriers=b.opt_carrier, node_types=b.cand_node_type[b.opt_cand])
     return Risk(carrier_delay=delay, node_congestion=congestion, source="rules-only priors")
 
 

@@ -127,10 +127,17 @@ class PriorScorer:
         self.default_carrier_delay = default_carrier_delay
         self.default_node_congestion = default_node_congestion
 
+    def priors(self, *, carriers, node_types) -> tuple[np.ndarray, np.ndarray]:
+        """P(carrier delay) per carrier and P(node congestion) per node type, element by element."""
+        delay = np.array([self.carrier_delay.get(c, self.default_carrier_delay) for c in carriers], dtype=np.float64)
+        congestion = np.array(
+            [self.node_congestion.get(t, self.default_node_congestion) for t in node_types], dtype=np.float64
+        )
+        return delay, congestion
+
     def score(self, queries: RiskQueries) -> RiskScores:
         """The prior of each query's carrier and node type."""
-        delay = np.array([self.carrier_delay.get(c, self.default_carrier_delay) for c in queries.carrier])
-        congestion = np.array([self.node_congestion.get(t, self.default_node_congestion) for t in queries.node_type])
+        delay, congestion = self.priors(carriers=queries.carrier, node_types=queries.node_type)
         return RiskScores(carrier_delay=delay, node_congestion=congestion, degraded=np.zeros(len(queries), dtype=bool))
 
 

@@ -16,6 +16,7 @@ from features.twin.network import REGIONS
 from features.twin.policy import Allocation, DecisionBatch
 from features.twin.scenario import NODE_TYPES, SERVICES, TIERS
 from rules.batch import OrderBatch, decide_orders
+from rules.engine import PriorScorer
 from rules.schema import Ruleset
 
 # (batch, option candidate rows, option carrier-service indices) -> (P(carrier delay), P(node congestion))
@@ -26,16 +27,13 @@ def prior_twin_risk(
     *, carrier_delay: dict[str, float] | None = None, node_congestion: dict[str, float] | None = None
 ) -> TwinRisk:
     """Rules-only risk for the twin: a fixed prior per carrier and per node type."""
-    delay_of = carrier_delay or {}
-    congestion_of = node_congestion or {}
+    priors = PriorScorer(carrier_delay=carrier_delay, node_congestion=node_congestion)
 
     def risk(batch: DecisionBatch, option_cand: np.ndarray, option_cs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         net = batch.network
         carriers = net.carrier_names[net.cs_carrier[option_cs]]
         types = np.array(NODE_TYPES, dtype=object)[net.node_type[batch.cand_node[option_cand]]]
-        delay = np.array([delay_of.get(c, 0.07) for c in carriers], dtype=np.float64)
-        congestion = np.array([congestion_of.get(t, 0.08) for t in types], dtype=np.float64)
-        return delay, congestion
+        return priors.priors(carriers=carriers, node_types=types)
 
     return risk
 

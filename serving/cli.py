@@ -590,6 +590,7 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
     import pandas as pd
 
     from features.history import load_history
+    from features.offline import prepare
     from rules.backtest import load_replay
     from serving.proposing import lane_findings, propose_lanes
     from serving.runtime import load_models
@@ -602,8 +603,14 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
         raise typer.BadParameter(f"no carrier_delay champion: {problems.get('carrier_delay')}", param_hint="model")
     end = loaded.shipments["allocated_at"].max()
     since = end.floor("D") - pd.Timedelta(days=days)
+    # The streams of the history feed both the lane judgement and the backtests' pricing: built once.
+    prepared = prepare(history=loaded)
     findings = lane_findings(
-        history=loaded, services=pd.read_parquet(folder / "services.parquet"), model=models.carrier_delay, since=since
+        history=loaded,
+        services=pd.read_parquet(folder / "services.parquet"),
+        model=models.carrier_delay,
+        since=since,
+        prepared=prepared,
     )
     console.print(f"{len(findings)} lane(s) above their peers since {since:%Y-%m-%d}")
     if not findings:
@@ -615,7 +622,7 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
             database=database,
             findings=findings,
             replay=replay,
-            risk=replay_risk(replay=replay, history=loaded, models=models),
+            risk=replay_risk(replay=replay, history=loaded, models=models, prepared=prepared),
             policy=settings.approvals,
             model=models.carrier_delay,
             window=(str(since), str(end)),
@@ -824,11 +831,10 @@ def events_export(
     import pandas as pd
 
     from approvals import journal
-    from approvals.db import open_database
     from features.schema import EVENT_COLUMNS
 
     _check_table_suffix(out=out)
-    database = open_database(url=get_settings().database)
+    database = _database()
     try:
         rows = [event for _, event in journal.events_after(sessions=database.sessions, seq=0)]
     finally:

@@ -19,7 +19,7 @@ from approvals.policy import Policy
 from approvals.tokens import Principal
 from features.history import History
 from features.labels import carrier_delay
-from features.offline import features_for_rows, prepare
+from features.offline import Prepared, features_for_rows, prepare
 from features.schema import PLAN_COLUMNS
 from rules.backtest import Replay, Risk, compare, replay_ruleset
 from rules.schema import Ruleset
@@ -56,6 +56,7 @@ def lane_findings(
     since: pd.Timestamp,
     min_shipments: int = 200,
     margin: float = 0.02,
+    prepared: Prepared | None = None,
 ) -> list[LaneFinding]:
     """Lanes whose predicted delay risk since `since` exceeds what their own shipments would carry with peer carriers.
 
@@ -78,7 +79,7 @@ def lane_findings(
     peers = peers[peers["carrier_peer"] != peers["carrier"]]
     alternatives = peers.drop(columns=["carrier"]).rename(columns={"carrier_peer": "carrier"})
     priced = pd.concat([rows, alternatives[columns]], ignore_index=True)
-    prepared = prepare(history=history)
+    prepared = prepared or prepare(history=history)
     features = features_for_rows(
         rows=priced, streams=prepared.streams, node_days=history.node_days, notices=history.notices
     )

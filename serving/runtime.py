@@ -9,6 +9,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,11 @@ class Runtime:
     state_lock: threading.RLock = field(default_factory=threading.RLock)
     # token digest -> (principal, monotonic expiry)
     auth_cache: dict = field(default_factory=dict)
+
+    @cached_property
+    def champions(self) -> MlflowChampions:
+        """The model registry as the approval loop sees it (configured once, on first use)."""
+        return MlflowChampions(tracking_uri=self.settings.mlflow_tracking_uri)
 
     def rules(self) -> tuple[Ruleset, int | None]:
         """The ruleset in force and its version number, read together (a swap never splits them)."""

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.history import History
+from features.offline import Prepared, features_for_rows, prepare
 from features.online import OnlineFeatureState
 from rules.backtest import Replay, Risk
 from rules.engine import RiskQueries, RiskScores
@@ -131,14 +132,13 @@ class ModelScorer:
         )
 
 
-def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
+def replay_risk(*, replay: Replay, history: History, models: ModelSet, prepared: Prepared | None = None) -> Risk:
     """The models' calibrated risk for every option of a backtest replay, priced as of each decision wave's start.
 
     Pricing at the wave's start (never after the decision) keeps the replay point-in-time correct
     and lets the options a wave shares be priced once; a missing model falls back to its base rate.
+    `prepared` reuses streams the caller already built from the same history.
     """
-    from features.offline import features_for_rows, prepare
-
     b = replay.batch
     rows = replay.option_rows()
     order = b.cand_order[b.opt_cand]
@@ -159,7 +159,10 @@ def replay_risk(*, replay: Replay, history: History, models: ModelSet) -> Risk:
     _, first, back = np.unique(key, return_index=True, return_inverse=True)
     unique = {name: values[first] for name, values in rows.items()}
     features = features_for_rows(
-        rows=unique, streams=prepare(history=history).streams, node_days=history.node_days, notices=history.notices
+        rows=unique,
+        streams=(prepared or prepare(history=history)).streams,
+        node_days=history.node_days,
+        notices=history.notices,
     )
     risks = {}
     for name in ("carrier_delay", "node_congestion"):

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from approvals import proposals as service
 from serving import schemas
 from serving.deps import IdPath, OpsLeadDep, ProposerDep, ReaderDep, RuntimeDep, WithdrawerDep, unit_of_work
-from serving.runtime import MlflowChampions, Runtime, sync_ruleset
+from serving.runtime import Runtime, sync_ruleset
 
 router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
 
@@ -19,10 +19,6 @@ def _read(*, session, proposal) -> schemas.ProposalRead:
         for d in service.decisions(session=session, proposal_id=proposal.id)
     ]
     return answer
-
-
-def _champions(runtime: Runtime) -> MlflowChampions:
-    return MlflowChampions(tracking_uri=runtime.settings.mlflow_tracking_uri)
 
 
 def _sweep(runtime: Runtime) -> None:
@@ -58,7 +54,7 @@ def get_proposal(proposal_id: IdPath, runtime: RuntimeDep, _: ReaderDep) -> sche
 @router.post("", status_code=201)
 def create_proposal(body: schemas.ProposalCreate, runtime: RuntimeDep, who: ProposerDep) -> schemas.ProposalRead:
     """Propose a rule change or a model promotion; guardrails are checked now."""
-    champions = _champions(runtime) if body.kind == "model_promotion" else None
+    champions = runtime.champions if body.kind == "model_promotion" else None
     with unit_of_work(runtime) as session:
         proposal = service.create(
             session=session,
@@ -89,7 +85,7 @@ def approve(
             reason=body.reason,
             policy=runtime.settings.approvals,
             content_hash_seen=body.content_hash,
-            champions=_champions(runtime),
+            champions=runtime.champions,
         )
         answer = _read(session=session, proposal=proposal)
     # This worker decides with an applied ruleset at once; the others within their polling interval.
@@ -131,6 +127,6 @@ def rebase(
             actor=who,
             policy=runtime.settings.approvals,
             diff=body.diff,
-            champions=_champions(runtime),
+            champions=runtime.champions,
         )
         return _read(session=session, proposal=proposal)
