@@ -303,11 +303,17 @@ def compare(*, replay: Replay, old: Outcome, new: Outcome, sample: int = 10) -> 
         "old": old.figures(),
         "new": new.figures(),
         "changed_share": round(float(changed.mean()), 5),
-        "lanes": lanes.reset_index().to_dict("records"),
-        "nodes": nodes.reset_index().to_dict("records"),
+        "lanes": _records(lanes),
+        "nodes": _records(nodes),
         "sample": examples,
         "limitations": LIMITATIONS,
     }
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as plain dicts, a missing figure as None (JSON, and so PostgreSQL, has no NaN)."""
+    flat = frame.reset_index()
+    return flat.astype(object).where(flat.notna(), None).to_dict("records")
 
 
 def _effects(*, old: pd.DataFrame, new: pd.DataFrame, by: list[str]) -> pd.DataFrame:

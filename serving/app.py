@@ -10,14 +10,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from approvals.errors import ApprovalsError
 from features.errors import FeaturesError
 from rules.errors import RulesError
 from serving import bodies
 from serving import runtime as runtime_module
+from serving.console import pages as console
 from serving.metrics import Metrics
 from serving.routers import audit, events, health, proposals, routing, rulesets, scores, tokens
 from serving.settings import Settings, get_settings
@@ -129,8 +133,13 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
         """Prometheus exposition."""
         return Response(app.state.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
-        """Domain errors carry their status code and a message naming what is wrong."""
+    def for_console(request: Request) -> bool:
+        return request.url.path.startswith("/console")
+
+    async def domain_error(request: Request, exc: Exception) -> Response:
+        """Domain errors carry their status code and a message naming what is wrong (a page in the console)."""
+        if for_console(request):
+            return console.error_page(request, status_code=exc.status_code, message=str(exc))
         identifier = getattr(request.state, "request_id", "")
         return JSONResponse(
             status_code=exc.status_code,
@@ -140,6 +149,26 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
 
     for error in DOMAIN_ERRORS:
         app.add_exception_handler(error, domain_error)
+
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        """HTTP errors as JSON for the API, as a page in the console."""
+        if for_console(request):
+            return console.error_page(request, status_code=exc.status_code, message=str(exc.detail))
+        return await http_exception_handler(request, exc)
+
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """422 naming the field, as JSON for the API, as a page in the console."""
+        if for_console(request):
+            fields = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+            return console.error_page(request, status_code=422, message=f"the form is incomplete ({fields})")
+        return await request_validation_exception_handler(request, exc)
+
+    async def sign_in_required(request: Request, exc: console.SignInRequired) -> Response:
+        return console.sign_in_redirect(exc)
+
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(console.SignInRequired, sign_in_required)
 
     def openapi() -> dict:
         """The schema, with the bodies the hot-path routes parse themselves (see `serving.bodies`)."""
@@ -159,4 +188,5 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     app.include_router(rulesets.router)
     app.include_router(audit.router)
     app.include_router(tokens.router)
+    app.include_router(console.router)
     return app

@@ -137,6 +137,15 @@ def lane_penalty_diff(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy)
     return [{"op": "add", "path": "/scoring/lane_adjustments/-", "value": adjustment}], amount
 
 
+def backtest_summary(*, report: dict, risk: Risk) -> dict:
+    """What a proposal carries of its backtest: headline figures, the largest lane moves, changed decisions."""
+    summary = {k: report[k] for k in ("orders", "window", "old", "new", "changed_share", "sample", "limitations")}
+    summary["lanes"] = report["lanes"][:10]
+    summary["nodes"] = report["nodes"][:10]
+    summary["risk"] = risk.source
+    return summary
+
+
 def propose_lanes(
     *,
     database: Database,
@@ -177,10 +186,7 @@ def propose_lanes(
             "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
             "data_window": list(window),
         }
-        summary = {k: report[k] for k in ("orders", "window", "old", "new", "changed_share")}
-        summary["lanes"] = report["lanes"][:10]
-        summary["risk"] = risk.source
-        summary["limitations"] = report["limitations"]
+        summary = backtest_summary(report=report, risk=risk)
         try:
             with transaction(sessions=database.sessions) as session:
                 proposal = proposals.create(
