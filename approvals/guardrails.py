@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from approvals.errors import GuardrailViolation
 from approvals.policy import Policy
-from rules.schema import Ruleset
+from rules.schema import CapacityRule, Ruleset
 
 
 def _relative(old: float, new: float) -> float:
@@ -42,6 +42,18 @@ def check_protected(*, base: Ruleset, proposed: Ruleset) -> None:
         raise GuardrailViolation(f"protected rule(s) {', '.join(touched)} cannot be changed by a proposal")
 
 
+def _cap_moves(*, base: CapacityRule, proposed: CapacityRule) -> dict[str, tuple[int | None, int | None]]:
+    """Explicit caps that differ, keyed `node` or `node/weekday`: (before, after), None where there was none."""
+    moves = {}
+    for node in set(base.overrides) | set(proposed.overrides):
+        moves[node] = (base.overrides.get(node), proposed.overrides.get(node))
+    for node in set(base.weekday_overrides) | set(proposed.weekday_overrides):
+        old_days, new_days = base.weekday_overrides.get(node, {}), proposed.weekday_overrides.get(node, {})
+        for day in set(old_days) | set(new_days):
+            moves[f"{node}/{day}"] = (old_days.get(day), new_days.get(day))
+    return {key: move for key, move in sorted(moves.items()) if move[0] != move[1]}
+
+
 def check_moves(*, base: Ruleset, proposed: Ruleset, policy: Policy, evidence: dict) -> bool:
     """Every number moves within its limit; returns whether any capacity cap goes down (a capacity cut)."""
     problems: list[str] = []
@@ -56,15 +68,14 @@ def check_moves(*, base: Ruleset, proposed: Ruleset, policy: Policy, evidence: d
     limit("capacity.default_share", b_cap.default_share, p_cap.default_share, policy.max_capacity_change)
     cut |= p_cap.default_share < b_cap.default_share
     current_caps = evidence.get("current_caps", {}) if isinstance(evidence, dict) else {}
-    for node in sorted(set(b_cap.overrides) | set(p_cap.overrides)):
-        old = b_cap.overrides.get(node, current_caps.get(node))
-        new = p_cap.overrides.get(node, current_caps.get(node))
+    for key, (old, new) in _cap_moves(base=b_cap, proposed=p_cap).items():
+        old, new = current_caps.get(key) if old is None else old, current_caps.get(key) if new is None else new
         if old is None or new is None:
             problems.append(
-                f"capacity cap of {node}: give evidence.current_caps[{node!r}] (its cap today) to check the move"
+                f"capacity cap of {key}: give evidence.current_caps[{key!r}] (its cap today) to check the move"
             )
             continue
-        limit(f"capacity cap of {node}", float(old), float(new), policy.max_capacity_change)
+        limit(f"capacity cap of {key}", float(old), float(new), policy.max_capacity_change)
         cut |= float(new) < float(old)
     for tier, old in base.scoring.late_penalty_by_tier.items():
         limit(

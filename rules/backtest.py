@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from features.twin.network import distance_band
-from rules.batch import BatchDecisions, OrderBatch, decide_orders
+from rules.batch import BatchDecisions, OrderBatch, decide_orders, weekday_of
 from rules.engine import PriorScorer
 from rules.errors import RulesError
 from rules.schema import Ruleset
@@ -155,6 +155,7 @@ def load_replay(
         opt_transit_days=options["transit_days"].to_numpy(dtype=np.int64),
         opt_ship_by_day=ship_by_day[opt_cand].astype(np.int64),
         opt_excluded=np.zeros(len(options), dtype=bool),
+        order_weekday=weekday_of(seconds),
     )
     return Replay(
         batch=batch,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from rules.schema import Ruleset
+from rules.schema import WEEKDAYS, Ruleset
 
 NO_RULE = -1
 
@@ -53,6 +53,8 @@ class OrderBatch:
     opt_transit_days: np.ndarray
     opt_ship_by_day: np.ndarray
     opt_excluded: np.ndarray
+    # The weekday each order is decided on (0 = Monday), for weekday capacity caps; None when unknown.
+    order_weekday: np.ndarray | None = None
 
     @property
     def n_orders(self) -> int:
@@ -104,12 +106,23 @@ def partitions(n: int, max_blocks: int) -> list[list[int]]:
     return found
 
 
-def caps(*, ruleset: Ruleset, node: np.ndarray, capacity: np.ndarray) -> np.ndarray:
-    """Each candidate's daily shipment cap (an override, a share of its capacity, or inf when unknown)."""
+def weekday_of(seconds: np.ndarray) -> np.ndarray:
+    """The weekday (0 = Monday) of epoch seconds (1970-01-01 was a Thursday)."""
+    return (np.asarray(seconds, dtype=np.int64) // 86_400 + 3) % 7
+
+
+def caps(*, ruleset: Ruleset, node: np.ndarray, capacity: np.ndarray, weekday: np.ndarray | None = None) -> np.ndarray:
+    """Each candidate's daily shipment cap: its weekday's override, its override, a share of capacity, or inf."""
     rule = ruleset.eligibility.capacity
-    shared = np.where(np.isnan(capacity), np.inf, np.floor(rule.default_share * np.nan_to_num(capacity)))
-    overrides = np.array([float(rule.overrides.get(n, np.nan)) for n in node]) if rule.overrides else None
-    return shared if overrides is None else np.where(np.isnan(overrides), shared, overrides)
+    cap = np.where(np.isnan(capacity), np.inf, np.floor(rule.default_share * np.nan_to_num(capacity)))
+    if rule.overrides:
+        overrides = np.array([float(rule.overrides.get(n, np.nan)) for n in node])
+        cap = np.where(np.isnan(overrides), cap, overrides)
+    if rule.weekday_overrides and weekday is not None:
+        for name, by_day in rule.weekday_overrides.items():
+            for day, value in by_day.items():
+                cap = np.where((node == name) & (weekday == WEEKDAYS.index(day)), float(value), cap)
+    return cap
 
 
 def static_rules(*, batch: OrderBatch, ruleset: Ruleset, names: list[str]) -> np.ndarray:
@@ -188,7 +201,12 @@ def decide_orders(
         risk_code[option_tier == i] = len(names) - 1
     penalty = np.array([ruleset.scoring.late_penalty_by_tier.get(t, 0.0) for t in tiers], dtype=np.float64)[option_tier]
     base_price = batch.opt_cost + penalty * p_late + lane_adjustments(batch=batch, ruleset=ruleset)
-    cap = caps(ruleset=ruleset, node=batch.cand_node, capacity=batch.cand_capacity)
+    cap = caps(
+        ruleset=ruleset,
+        node=batch.cand_node,
+        capacity=batch.cand_capacity,
+        weekday=None if batch.order_weekday is None else batch.order_weekday[batch.cand_order],
+    )
     # Ties on price go to the smaller (carrier, service): their rank, computed once for the batch.
     carrier_code = pd.factorize(batch.opt_carrier, sort=True)[0]
     service_code = pd.factorize(batch.opt_service, sort=True)[0]

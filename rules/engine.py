@@ -20,7 +20,7 @@ import numpy as np
 
 from rules.batch import OrderBatch, combined_late, partitions
 from rules.errors import OrderError
-from rules.schema import Ruleset
+from rules.schema import WEEKDAYS, Ruleset
 
 
 @dataclass(frozen=True)
@@ -199,9 +199,12 @@ class Decision:
     notes: tuple[str, ...]
 
 
-def _cap(*, ruleset: Ruleset, candidate: Candidate) -> float:
-    """The daily shipment cap of a node under the ruleset (inf when its capacity is unknown)."""
+def _cap(*, ruleset: Ruleset, candidate: Candidate, weekday: int) -> float:
+    """The daily shipment cap of a node on a weekday under the ruleset (inf when its capacity is unknown)."""
     rule = ruleset.eligibility.capacity
+    by_day = rule.weekday_overrides.get(candidate.node_id)
+    if by_day and WEEKDAYS[weekday] in by_day:
+        return float(by_day[WEEKDAYS[weekday]])
     if candidate.node_id in rule.overrides:
         return float(rule.overrides[candidate.node_id])
     if candidate.capacity is None:
@@ -233,7 +236,7 @@ def _option_rule(
             or (rule.node_types is not None and candidate.node_type in rule.node_types)
         ):
             return rule.id
-    if load + 1 > _cap(ruleset=ruleset, candidate=candidate):
+    if load + 1 > _cap(ruleset=ruleset, candidate=candidate, weekday=order.decided_at.weekday()):
         return e.capacity.id
     limit = e.max_risk_by_tier.get(order.tier)
     if limit is not None and p_late > limit:
@@ -643,4 +646,5 @@ def to_columns(
         opt_transit_days=np.array(opt_columns["transit"], dtype=np.int64),
         opt_ship_by_day=np.array(opt_columns["ship_by"], dtype=np.int64),
         opt_excluded=np.array(opt_columns["excluded"], dtype=bool),
+        order_weekday=np.array([o.decided_at.weekday() for o in orders], dtype=np.int64),
     )

@@ -19,6 +19,8 @@ from rules.errors import RulesetError
 NodeType = Literal["dc", "store", "3pl", "dropship"]
 Service = Literal["ground", "two_day", "next_day"]
 Tier = Literal["standard", "plus", "premium"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Money = Annotated[float, Field(ge=0.0)]
 
@@ -62,6 +64,12 @@ class CapacityRule(_Document):
     id: str = "capacity"
     default_share: float = Field(default=1.0, gt=0, le=3.0, description="cap = share x the node's daily capacity")
     overrides: dict[str, Annotated[int, Field(ge=0)]] = Field(default_factory=dict, description="node_id -> cap")
+    weekday_overrides: dict[str, dict[Weekday, Annotated[int, Field(ge=0)]]] = Field(
+        default_factory=dict, description="node_id -> weekday of the decision -> cap (wins over `overrides`)"
+    )
+    target_risk: Probability = Field(
+        default=0.2, description="the node congestion risk a cap should keep a node under (capacity proposals aim here)"
+    )
 
 
 class Eligibility(_Document):

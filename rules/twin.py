@@ -15,7 +15,7 @@ import numpy as np
 from features.twin.network import REGIONS
 from features.twin.policy import Allocation, DecisionBatch
 from features.twin.scenario import NODE_TYPES, SERVICES, TIERS
-from rules.batch import OrderBatch, decide_orders
+from rules.batch import OrderBatch, decide_orders, weekday_of
 from rules.engine import PriorScorer
 from rules.schema import Ruleset
 
@@ -112,5 +112,6 @@ def _columns(*, batch: DecisionBatch) -> tuple[OrderBatch, np.ndarray, np.ndarra
         opt_transit_days=transit.astype(np.int64),
         opt_ship_by_day=ship_by_day[option_cand].astype(np.int64),
         opt_excluded=np.zeros(len(option_cand), dtype=bool),
+        order_weekday=weekday_of(batch.decision_time),
     )
     return columns, option_cand, option_cs, order_of_cand

@@ -361,6 +361,9 @@ def _print_examples(*, port: int, history, token: str) -> None:
         f'"decided_at": "{row.allocated_at.isoformat()}"}}'
     )
     base = f"http://127.0.0.1:{port}"
+    console.print(
+        f"\n[bold]ops console: {base}/console[/bold] (sign in with the ops_lead token above to decide on proposals)"
+    )
     console.print(f"\n[bold]service on {base}[/bold] (docs at {base}/docs); try:")
     console.print(f"  curl -s {base}/readyz")
     console.print(
@@ -586,52 +589,57 @@ def propose(
 
 
 def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> None:
-    """Lane findings from the delay champion, filed as proposals with their backtests."""
+    """Lane findings (delay champion) and capacity findings (congestion champion), filed with their backtests."""
     import pandas as pd
 
+    from approvals import rulesets
     from features.history import load_history
-    from features.offline import prepare
+    from features.offline import build_features, prepare
     from rules.backtest import load_replay
-    from serving.proposing import lane_findings, propose_lanes
+    from serving.proposing import capacity_findings, lane_findings, propose_capacity, propose_lanes
     from serving.runtime import load_models
     from serving.scorer import replay_risk
 
     settings = get_settings()
     loaded = history if history is not None else load_history(path=folder)[0]
     models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
-    if models.carrier_delay is None:
-        raise typer.BadParameter(f"no carrier_delay champion: {problems.get('carrier_delay')}", param_hint="model")
+    if models.carrier_delay is None and models.node_congestion is None:
+        raise typer.BadParameter(f"no champion to propose from: {problems}", param_hint="model")
     end = loaded.shipments["allocated_at"].max()
     since = end.floor("D") - pd.Timedelta(days=days)
-    # The streams of the history feed both the lane judgement and the backtests' pricing: built once.
+    window = (str(since), str(end))
+    # The streams of the history feed the findings and the backtests' pricing: built once.
     prepared = prepare(history=loaded)
-    findings = lane_findings(
-        history=loaded,
-        services=pd.read_parquet(folder / "services.parquet"),
-        model=models.carrier_delay,
-        since=since,
-        prepared=prepared,
-    )
-    console.print(f"{len(findings)} lane(s) above their peers since {since:%Y-%m-%d}")
-    if not findings:
-        return
-    replay = load_replay(folder=folder, max_orders=backtest_orders)
     database = _database()
     try:
-        filed = propose_lanes(
-            database=database,
-            findings=findings,
-            replay=replay,
-            risk=replay_risk(replay=replay, history=loaded, models=models, prepared=prepared),
-            policy=settings.approvals,
-            model=models.carrier_delay,
-            window=(str(since), str(end)),
-        )
+        with database.sessions() as session:
+            ruleset = rulesets.to_ruleset(version=rulesets.active(session=session))
+        lanes, nodes = [], []
+        if models.carrier_delay is not None:
+            services = pd.read_parquet(folder / "services.parquet")
+            lanes = lane_findings(
+                history=loaded, services=services, model=models.carrier_delay, since=since, prepared=prepared
+            )
+            console.print(f"{len(lanes)} lane(s) above their peers since {since:%Y-%m-%d}")
+        if models.node_congestion is not None:
+            table = build_features(history=loaded, start=since.to_datetime64(), prepared=prepared)["node_congestion"]
+            nodes = capacity_findings(table=table, model=models.node_congestion, ruleset=ruleset, since=since)
+            console.print(f"{len(nodes)} node(s) whose congestion risk at their cap exceeds the target")
+        if not lanes and not nodes:
+            return
+        replay = load_replay(folder=folder, max_orders=backtest_orders)
+        risk = replay_risk(replay=replay, history=loaded, models=models, prepared=prepared)
+        common = dict(database=database, replay=replay, risk=risk, policy=settings.approvals, window=window)
+        filed = []
+        if lanes:
+            filed += propose_lanes(findings=lanes, model=models.carrier_delay, **common)
+        if nodes:
+            filed += propose_capacity(findings=nodes, model=models.node_congestion, **common)
     finally:
         database.dispose()
     for item in filed:
         if "proposal" in item:
-            console.print(f"  proposal {item['proposal']}: {item['target']} lane penalty {item['amount']:.2f}")
+            console.print(f"  proposal {item['proposal']}: {item['target']} ({item['summary']})")
         else:
             console.print(f"  {item['target']}: not proposed ({item['skipped']})")
 

@@ -1,4 +1,5 @@
-"""Proposals from the models: lanes whose delay risk stays well above their peers get a lane penalty.
+"""Proposals from the models: a lane penalty where a carrier's delay risk stays well above its peers,
+a capacity cap where a node's congestion risk at its cap stays above the ruleset's target.
 
 It joins what no single package owns: recent history and its point-in-time features (`features`),
 the champion delay model (`training`), a backtest of the change (`rules`), and the approval loop
@@ -7,6 +8,7 @@ that every proposal must pass (`approvals`). Nothing here changes routing: it on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 
 from approvals import proposals, rulesets
 from approvals.db import Database, transaction
-from approvals.errors import Conflict
+from approvals.errors import Conflict, GuardrailViolation
 from approvals.policy import Policy
 from approvals.tokens import Principal
 from features.history import History
@@ -22,7 +24,8 @@ from features.labels import carrier_delay
 from features.offline import Prepared, features_for_rows, prepare
 from features.schema import PLAN_COLUMNS
 from rules.backtest import Replay, Risk, compare, replay_ruleset
-from rules.schema import Ruleset
+from rules.batch import caps
+from rules.schema import WEEKDAYS, Ruleset
 from training.tracking import RegisteredModel
 
 PROPOSER = Principal(name="riskroute-propose", role="data_scientist")
@@ -146,6 +149,55 @@ def backtest_summary(*, report: dict, risk: Risk) -> dict:
     return summary
 
 
+@dataclass(frozen=True)
+class Change:
+    """One rule change to file: its target, JSON Patch, plain-words rationale and evidence."""
+
+    target: str
+    diff: list[dict]
+    rationale: str
+    evidence: dict
+    summary: str
+
+
+def file_changes(
+    *,
+    database: Database,
+    changes: Callable[[Ruleset], list[Change]],
+    replay: Replay,
+    risk: Risk,
+    policy: Policy,
+) -> list[dict]:
+    """File each change against the active ruleset with a backtest of exactly that change; what was filed or not."""
+    with database.sessions() as session:
+        base = rulesets.active(session=session)
+        ruleset = rulesets.to_ruleset(version=base)
+    old = replay_ruleset(replay=replay, ruleset=ruleset, risk=risk)
+    filed = []
+    for change in changes(ruleset):
+        candidate = rulesets.patched(base=base, patch=change.diff)
+        report = compare(
+            replay=replay, old=old, new=replay_ruleset(replay=replay, ruleset=candidate, risk=risk), sample=3
+        )
+        try:
+            with transaction(sessions=database.sessions) as session:
+                proposal = proposals.create(
+                    session=session,
+                    kind="rule_change",
+                    target=change.target,
+                    diff=change.diff,
+                    rationale=change.rationale,
+                    evidence=change.evidence,
+                    backtest=backtest_summary(report=report, risk=risk),
+                    proposer=PROPOSER,
+                    policy=policy,
+                )
+            filed.append({"target": change.target, "proposal": proposal.id, "summary": change.summary})
+        except (Conflict, GuardrailViolation) as exc:
+            filed.append({"target": change.target, "skipped": str(exc)})
+    return filed
+
+
 def propose_lanes(
     *,
     database: Database,
@@ -156,51 +208,209 @@ def propose_lanes(
     model: RegisteredModel,
     window: tuple[str, str],
 ) -> list[dict]:
-    """File one proposal per finding, each with a backtest of exactly its change; returns what was filed or skipped."""
-    with database.sessions() as session:
-        base = rulesets.active(session=session)
-        ruleset = rulesets.to_ruleset(version=base)
-    old = replay_ruleset(replay=replay, ruleset=ruleset, risk=risk)
-    filed = []
-    for finding in findings:
-        diff, amount = lane_penalty_diff(ruleset=ruleset, finding=finding, policy=policy)
-        candidate = rulesets.patched(base=base, patch=diff)
-        report = compare(
-            replay=replay, old=old, new=replay_ruleset(replay=replay, ruleset=candidate, risk=risk), sample=3
+    """File one lane-penalty proposal per finding, each with its backtest; returns what was filed or skipped."""
+
+    def changes(ruleset: Ruleset) -> list[Change]:
+        made = []
+        for finding in findings:
+            diff, amount = lane_penalty_diff(ruleset=ruleset, finding=finding, policy=policy)
+            rationale = (
+                f"{finding.carrier} deliveries into {finding.dest_region} carry a predicted delay risk of "
+                f"{finding.risk:.1%} (95% interval {finding.risk_low:.1%}-{finding.risk_high:.1%} over "
+                f"{finding.days} days, {finding.shipments} shipments); the same shipments with the other carriers "
+                f"selling there would carry {finding.peers_risk:.1%}. A lane penalty of {amount:.2f} prices that "
+                f"extra lateness into every decision on the lane."
+            )
+            evidence = {
+                "lane": {"carrier": finding.carrier, "dest_region": finding.dest_region},
+                "shipments": finding.shipments,
+                "days": finding.days,
+                "predicted_delay_risk": round(finding.risk, 5),
+                "interval_95": [round(finding.risk_low, 5), round(finding.risk_high, 5)],
+                "peers_predicted_delay_risk": round(finding.peers_risk, 5),
+                "observed_late_rate": None if finding.observed_late is None else round(finding.observed_late, 5),
+                "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
+                "data_window": list(window),
+            }
+            made.append(Change(finding.target, diff, rationale, evidence, f"lane penalty {amount:.2f}"))
+        return made
+
+    return file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy)
+
+
+@dataclass(frozen=True)
+class CapacityFinding:
+    """A node (on one weekday, or every day) whose predicted congestion risk at its cap exceeds the ruleset's target."""
+
+    node_id: str
+    weekday: str | None
+    rows: int
+    days: int
+    risk: float
+    risk_low: float
+    risk_high: float
+    observed_late: float | None
+    current_cap: int
+    crossing_load: int | None
+    target_risk: float
+
+    @property
+    def target(self) -> str:
+        """The proposal target."""
+        return f"capacity:{self.node_id}" + (f":{self.weekday}" if self.weekday else "")
+
+
+def capacity_findings(
+    *,
+    table: pd.DataFrame,
+    model: RegisteredModel,
+    ruleset: Ruleset,
+    since: pd.Timestamp,
+    min_rows: int = 200,
+    margin: float = 0.05,
+    sample: int = 300,
+) -> list[CapacityFinding]:
+    """Nodes whose congestion risk, loaded to their cap, stays above the ruleset's target.
+
+    For each node and weekday with enough recent decisions, the congestion model prices a sample of
+    them again at loads from half the cap up to the cap (everything else as it was): the crossing
+    load is the highest load whose risk stays under the target. A finding needs the risk at the cap
+    to exceed target + margin, with the 95% interval over daily means above the target. A node found
+    on five weekdays or more is one finding for every day.
+    """
+    target = ruleset.eligibility.capacity.target_risk
+    recent = table[table["allocated_at"] >= since]
+    if recent.empty:
+        return []
+    weekday = recent["allocated_at"].dt.day_of_week.to_numpy()
+    found: dict[str, list[CapacityFinding]] = {}
+    for (node, day), rows in recent.groupby([recent["node_id"].astype(str).to_numpy(), weekday]):
+        finding = _capacity_finding(
+            rows=rows, node=node, weekday=WEEKDAYS[day], model=model, ruleset=ruleset, sample=sample
         )
-        rationale = (
-            f"{finding.carrier} deliveries into {finding.dest_region} carry a predicted delay risk of "
-            f"{finding.risk:.1%} (95% interval {finding.risk_low:.1%}-{finding.risk_high:.1%} over "
-            f"{finding.days} days, {finding.shipments} shipments); the same shipments with the other carriers "
-            f"selling there would carry {finding.peers_risk:.1%}. A lane penalty of {amount:.2f} prices that "
-            f"extra lateness into every decision on the lane."
-        )
-        evidence = {
-            "lane": {"carrier": finding.carrier, "dest_region": finding.dest_region},
-            "shipments": finding.shipments,
-            "days": finding.days,
-            "predicted_delay_risk": round(finding.risk, 5),
-            "interval_95": [round(finding.risk_low, 5), round(finding.risk_high, 5)],
-            "peers_predicted_delay_risk": round(finding.peers_risk, 5),
-            "observed_late_rate": None if finding.observed_late is None else round(finding.observed_late, 5),
-            "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
-            "data_window": list(window),
-        }
-        summary = backtest_summary(report=report, risk=risk)
-        try:
-            with transaction(sessions=database.sessions) as session:
-                proposal = proposals.create(
-                    session=session,
-                    kind="rule_change",
-                    target=finding.target,
-                    diff=diff,
-                    rationale=rationale,
-                    evidence=evidence,
-                    backtest=summary,
-                    proposer=PROPOSER,
-                    policy=policy,
-                )
-            filed.append({"target": finding.target, "proposal": proposal.id, "amount": amount})
-        except Conflict as exc:
-            filed.append({"target": finding.target, "skipped": str(exc)})
-    return filed
+        if finding is not None and finding.rows >= min_rows and finding.days >= 2:
+            if finding.risk >= target + margin and finding.risk_low > target:
+                found.setdefault(node, []).append(finding)
+    findings = []
+    for node, days in found.items():
+        if len(days) >= 5:
+            rows = recent[recent["node_id"].astype(str) == node]
+            whole = _capacity_finding(rows=rows, node=node, weekday=None, model=model, ruleset=ruleset, sample=sample)
+            findings.extend([whole] if whole is not None else days)
+        else:
+            findings.extend(days)
+    return sorted(findings, key=lambda f: target - f.risk)
+
+
+def _capacity_finding(
+    *, rows: pd.DataFrame, node: str, weekday: str | None, model: RegisteredModel, ruleset: Ruleset, sample: int
+) -> CapacityFinding | None:
+    """One node's (and weekday's) congestion risk at its cap, the crossing load, and the evidence behind them."""
+    capacity = float(rows["capacity_today"].median())
+    day = np.array([WEEKDAYS.index(weekday)]) if weekday else None
+    cap = caps(ruleset=ruleset, node=np.array([node], dtype=object), capacity=np.array([capacity]), weekday=day)[0]
+    if not np.isfinite(cap) or cap < 1:
+        return None
+    picked = rows.sample(min(len(rows), sample), random_state=0)
+    loads = np.unique(np.round(np.linspace(0.5, 1.0, 11) * cap))
+    columns = {name: picked[name].to_numpy() for name in model.model.features_}
+    curve = []
+    for load in loads:
+        columns["assigned_today"] = np.full(len(picked), load)
+        backlog, capacity_today = picked["backlog_start"].to_numpy(), picked["capacity_today"].to_numpy()
+        columns["utilisation_so_far"] = (load + backlog) / capacity_today
+        curve.append(float(model.model.risk(model.model.encode(columns)).mean()))
+    as_priced = pd.Series(
+        model.model.risk(model.model.encode({n: rows[n].to_numpy() for n in model.model.features_})),
+        index=rows.index,
+    )
+    daily = as_priced.groupby(rows["allocated_at"].dt.floor("D")).mean()
+    spread = 1.96 * daily.std(ddof=1) / np.sqrt(len(daily)) if len(daily) > 1 else np.inf
+    under = [int(load) for load, risk in zip(loads, curve) if risk < ruleset.eligibility.capacity.target_risk]
+    known = rows["label"].dropna() if "label" in rows else pd.Series(dtype=float)
+    return CapacityFinding(
+        node_id=node,
+        weekday=weekday,
+        rows=len(rows),
+        days=len(daily),
+        risk=curve[-1],
+        risk_low=curve[-1] - spread,
+        risk_high=curve[-1] + spread,
+        observed_late=float(known.mean()) if len(known) else None,
+        current_cap=int(cap),
+        crossing_load=max(under) if under else None,
+        target_risk=ruleset.eligibility.capacity.target_risk,
+    )
+
+
+def _pointer(token: str) -> str:
+    """A key as one JSON Pointer segment (RFC 6901 escaping)."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+def capacity_cap_diff(*, ruleset: Ruleset, finding: CapacityFinding, policy: Policy) -> tuple[list[dict], int]:
+    """The JSON Patch setting the node's (weekday) cap: the crossing load, but no further than the guardrail allows."""
+    floor = int(np.ceil(finding.current_cap * (1 - policy.max_capacity_change)))
+    cap = max(finding.crossing_load or 0, floor)
+    rule = ruleset.eligibility.capacity
+    node = _pointer(finding.node_id)
+    if finding.weekday is None:
+        op = "replace" if finding.node_id in rule.overrides else "add"
+        return [{"op": op, "path": f"/eligibility/capacity/overrides/{node}", "value": cap}], cap
+    if finding.node_id not in rule.weekday_overrides:
+        path = f"/eligibility/capacity/weekday_overrides/{node}"
+        return [{"op": "add", "path": path, "value": {finding.weekday: cap}}], cap
+    op = "replace" if finding.weekday in rule.weekday_overrides[finding.node_id] else "add"
+    return [{"op": op, "path": f"/eligibility/capacity/weekday_overrides/{node}/{finding.weekday}", "value": cap}], cap
+
+
+def propose_capacity(
+    *,
+    database: Database,
+    findings: list[CapacityFinding],
+    replay: Replay,
+    risk: Risk,
+    policy: Policy,
+    model: RegisteredModel,
+    window: tuple[str, str],
+) -> list[dict]:
+    """File one capacity-cap proposal per finding, each with its backtest; returns what was filed or skipped."""
+
+    def changes(ruleset: Ruleset) -> list[Change]:
+        made = []
+        for finding in findings:
+            diff, cap = capacity_cap_diff(ruleset=ruleset, finding=finding, policy=policy)
+            when = f"on {finding.weekday.capitalize()}days" if finding.weekday else "every day"
+            crossing = (
+                f"the risk stays under the target up to about {finding.crossing_load} shipments"
+                if finding.crossing_load
+                else "the risk stays above the target even at half the cap"
+            )
+            rationale = (
+                f"{finding.node_id} {when}: loaded to its cap of {finding.current_cap} shipments, the congestion "
+                f"model puts its late-handover risk at {finding.risk:.1%} (95% interval {finding.risk_low:.1%}-"
+                f"{finding.risk_high:.1%} over {finding.days} days, {finding.rows} decisions), above the ruleset's "
+                f"target of {finding.target_risk:.0%}; {crossing}. A cap of {cap} sends the excess elsewhere"
+                + (" (the largest cut one proposal may make)." if cap > (finding.crossing_load or 0) else ".")
+            )
+            key = finding.node_id + (f"/{finding.weekday}" if finding.weekday else "")
+            evidence = {
+                "node": finding.node_id,
+                "weekday": finding.weekday,
+                "decisions": finding.rows,
+                "days": finding.days,
+                "predicted_congestion_risk_at_cap": round(finding.risk, 5),
+                "interval_95": [round(finding.risk_low, 5), round(finding.risk_high, 5)],
+                "target_risk": finding.target_risk,
+                "crossing_load": finding.crossing_load,
+                "observed_late_handover_rate": None
+                if finding.observed_late is None
+                else round(finding.observed_late, 5),
+                "current_caps": {key: finding.current_cap},
+                "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
+                "data_window": list(window),
+            }
+            made.append(Change(finding.target, diff, rationale, evidence, f"cap {finding.current_cap} -> {cap}"))
+        return made
+
+    return file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy)

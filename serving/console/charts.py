@@ -68,9 +68,7 @@ def on_time_vs_cost(*, old: dict, new: dict) -> str:
     """Expected on-time rate against cost per order, the base ruleset and the proposed one, with the move."""
     xs = [old["cost_per_order"], new["cost_per_order"]]
     ys = [old["expected_on_time"], new["expected_on_time"]]
-    x_at, (x_low, x_high) = _scale(
-        low=min(xs), high=max(xs), start=MARGIN["left"], end=WIDTH - MARGIN["right"]
-    )
+    x_at, (x_low, x_high) = _scale(low=min(xs), high=max(xs), start=MARGIN["left"], end=WIDTH - MARGIN["right"])
     y_at, (y_low, y_high) = _scale(low=min(ys), high=max(ys), start=HEIGHT - MARGIN["bottom"], end=MARGIN["top"])
     (x0, y0), (x1, y1) = (x_at(xs[0]), y_at(ys[0])), (x_at(xs[1]), y_at(ys[1]))
     body = (

@@ -95,7 +95,9 @@ def _decider(who: Viewer, csrf: str) -> Principal:
 def _check_csrf(*, who: Viewer, csrf: str) -> None:
     """Refuse a form that did not come from a console page of this session."""
     if not hmac.compare_digest(csrf.encode(), who.csrf.encode()):
-        raise HTTPException(status_code=403, detail="the form's CSRF token does not match this session; reload the page")
+        raise HTTPException(
+            status_code=403, detail="the form's CSRF token does not match this session; reload the page"
+        )
 
 
 def _page(request: Request, name: str, *, who: Viewer | None, status_code: int = 200, **context) -> HTMLResponse:
@@ -121,7 +123,9 @@ def home() -> RedirectResponse:
 
 
 @router.get("/sign-in")
-def sign_in_page(request: Request, after: str | None = Query(default=None, max_length=500), message: str = "") -> Response:
+def sign_in_page(
+    request: Request, after: str | None = Query(default=None, max_length=500), message: str = ""
+) -> Response:
     """The sign-in form."""
     return _page(request, "sign_in.html", who=None, after=_safe_after(after), message=message[:200])
 
@@ -177,9 +181,7 @@ def sign_out(who: ViewerDep, csrf: Annotated[str, Form(max_length=100)]) -> Redi
 
 
 @router.get("/proposals")
-def queue(
-    request: Request, who: ViewerDep, status: str = Query(default="pending", max_length=16)
-) -> HTMLResponse:
+def queue(request: Request, who: ViewerDep, status: str = Query(default="pending", max_length=16)) -> HTMLResponse:
     """The queue: proposals of one status (pending by default), newest first."""
     if status not in (*STATUSES, "all"):
         raise HTTPException(status_code=422, detail=f"status: must be one of {', '.join((*STATUSES, 'all'))}")

@@ -92,3 +92,26 @@ def test_a_new_wave_starts_from_its_own_recorded_loads():
     )
     chosen = [batch.cand_node[batch.opt_cand[got.chosen_option[o, 0]]] for o in range(4)]
     assert chosen == ["N1", "N2", "N1", "N2"]
+
+
+@pytest.mark.parametrize("same_day", [True, False])
+def test_a_weekday_cap_binds_only_on_its_weekday_in_both_engines(same_day):
+    from rules.schema import WEEKDAYS
+    from tests.rules.test_engine import NOW, _candidate, _order
+
+    day = WEEKDAYS[NOW.weekday() if same_day else (NOW.weekday() + 1) % 7]
+    capacity = SEED.eligibility.capacity.model_copy(update={"weekday_overrides": {"N1": {day: 1}}})
+    ruleset = SEED.model_copy(update={"eligibility": SEED.eligibility.model_copy(update={"capacity": capacity})})
+    order = _order()
+    first = [_candidate("N1", cost=5.0, capacity=10, assigned=1), _candidate("N2", cost=9.0)]
+    scorer = TableScorer({(c.node_id, "a", "ground"): (0.05, 0.05) for c in first})
+    sequential = decide_batch(orders=[order], candidates=[first], ruleset=ruleset, scorer=scorer)[0]
+    queries, _ = risk_queries(orders=[order], candidates=[first])
+    scores = scorer.score(queries)
+    batch = to_columns(orders=[order], candidates=[first])
+    got = decide_orders(
+        batch=batch, ruleset=ruleset, p_carrier=scores.carrier_delay, p_congestion=scores.node_congestion
+    )
+    want = "N2" if same_day else "N1"
+    assert sequential.chosen.shipments[0].node_id == want
+    assert batch.cand_node[batch.opt_cand[got.chosen_option[0, 0]]] == want

@@ -17,6 +17,7 @@ from serving.runtime import Runtime
 from serving.scorer import ModelSet
 from serving.settings import Settings
 
+
 def busiest_lanes(*, history_dir: Path, count: int) -> list[tuple[str, str]]:
     """The (carrier, destination region) pairs that carried the most shipments."""
     shipments = pd.read_parquet(history_dir / "shipments.parquet", columns=["carrier", "dest_region"])

@@ -111,9 +111,7 @@ def test_an_ops_lead_approves_from_the_console_and_the_new_version_routes_at_onc
 
 def test_a_form_without_the_sessions_csrf_token_changes_nothing(console):
     _sign_in(console, "ops_lead")
-    forged = console.post(
-        f"/console/proposals/{console.ids[0]}/reject", data={"csrf": "0" * 64, "reason": "forged"}
-    )
+    forged = console.post(f"/console/proposals/{console.ids[0]}/reject", data={"csrf": "0" * 64, "reason": "forged"})
     assert forged.status_code == 403 and "CSRF" in forged.text
     missing = console.post(f"/console/proposals/{console.ids[0]}/reject", data={"reason": "forged"})
     assert missing.status_code == 422 and "csrf" in missing.text
@@ -149,7 +147,9 @@ def test_rejecting_records_the_reason(console):
     )
     assert answer.status_code == 303
     page = console.get(answer.headers["location"])
-    assert "Rejected" in page.text and "peak week, not now" in page.text and _status(console, console.ids[1]) == "rejected"
+    assert (
+        "Rejected" in page.text and "peak week, not now" in page.text and _status(console, console.ids[1]) == "rejected"
+    )
 
 
 def test_ruleset_history_shows_each_diff_and_rolls_back(console):
@@ -157,7 +157,8 @@ def test_ruleset_history_shows_each_diff_and_rolls_back(console):
     page = console.get(f"/console/proposals/{console.ids[0]}")
     content_hash = re.search(r'name="content_hash" value="([0-9a-f]+)"', page.text).group(1)
     console.post(
-        f"/console/proposals/{console.ids[0]}/approve", data={"csrf": csrf, "reason": "ok", "content_hash": content_hash}
+        f"/console/proposals/{console.ids[0]}/approve",
+        data={"csrf": csrf, "reason": "ok", "content_hash": content_hash},
     )
     history = console.get("/console/rulesets")
     assert 'data-testid="version-2"' in history.text and "/scoring/lane_adjustments/0" in history.text

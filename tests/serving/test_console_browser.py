@@ -46,7 +46,9 @@ def live(tmp_path, small_history_dir):
     runtime = console_runtime(database=database, tmp_path=tmp_path)
     ids = file_lane_proposals(database=database, history_dir=small_history_dir)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

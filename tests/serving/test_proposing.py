@@ -21,7 +21,7 @@ from features.twin.scenario import load_scenario
 from features.twin.simulate import simulate
 from rules.backtest import load_replay
 from rules.schema import load_ruleset, seed_ruleset_path
-from serving.proposing import lane_findings, propose_lanes
+from serving.proposing import capacity_findings, lane_findings, propose_capacity, propose_lanes
 from serving.scorer import ModelSet, replay_risk
 from tests.conftest import migrated_sqlite
 from training.datasets import default_windows
@@ -36,11 +36,14 @@ class TroubleRun:
     table: pd.DataFrame
     model: object
     store: str
+    congestion_table: pd.DataFrame
+    congestion: object
 
 
 @pytest.fixture(scope="module")
 def trouble(tmp_path_factory):
-    """Seventy days of the trouble scenario (ecopost degrades on ncw from day 35), and its delay champion."""
+    """Seventy days of the trouble scenario (ecopost degrades on ncw from day 35, DC02 loses Monday capacity from
+    day 28), and its two champions."""
     base = load_scenario(source="trouble")
     demand = base.demand.model_copy(update={"base_orders_per_day": 1500})
     events = tuple(e.model_copy(update={"end_day": 70}) for e in base.events)
@@ -48,11 +51,19 @@ def trouble(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trouble") / "history"
     write_simulation(result=simulate(scenario=scenario), scenario=scenario, seed=scenario.seed, out_dir=folder)
     history, _ = load_history(path=folder)
-    table = build_features(history=history)["carrier_delay"]
+    tables = build_features(history=history)
     store = configure(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}")
-    train_model(model_name="carrier_delay", table=table, windows=default_windows(table=table))
-    model = load_registered(model_name="carrier_delay", alias="champion")
-    return TroubleRun(folder=folder, history=history, table=table, model=model, store=store)
+    for name in ("carrier_delay", "node_congestion"):
+        train_model(model_name=name, table=tables[name], windows=default_windows(table=tables[name]))
+    return TroubleRun(
+        folder=folder,
+        history=history,
+        table=tables["carrier_delay"],
+        model=load_registered(model_name="carrier_delay", alias="champion"),
+        store=store,
+        congestion_table=tables["node_congestion"],
+        congestion=load_registered(model_name="node_congestion", alias="champion"),
+    )
 
 
 def test_the_degraded_lane_is_found_and_few_others(trouble):
@@ -102,9 +113,60 @@ def test_the_propose_command_files_the_lane_and_says_so(trouble, tmp_path):
     args = [*run, "propose", "--history", str(trouble.folder), "--backtest-orders", "2000"]
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "lane:ecopost:ncw lane penalty" in done.stdout
+    assert "lane:ecopost:ncw (lane penalty" in done.stdout
+    assert "capacity:DC02:mon (cap" in done.stdout
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert "already pending" in again.stdout
+
+
+def test_the_node_losing_monday_capacity_is_found_and_few_others(trouble):
+    since = trouble.history.shipments["allocated_at"].max().floor("D") - pd.Timedelta(days=14)
+    seed = load_ruleset(path=seed_ruleset_path())
+    findings = capacity_findings(table=trouble.congestion_table, model=trouble.congestion, ruleset=seed, since=since)
+    targets = [f.target for f in findings]
+    assert "capacity:DC02:mon" in targets and len(targets) <= 4, targets
+    found = next(f for f in findings if f.target == "capacity:DC02:mon")
+    assert found.risk_low > seed.eligibility.capacity.target_risk and found.rows >= 200
+    # The injected trouble is Mondays only: DC02's other quiet days are not findings.
+    assert not {"capacity:DC02:thu", "capacity:DC02:fri", "capacity:DC02:sat", "capacity:DC02"} & set(targets)
+
+
+def test_a_capacity_finding_becomes_a_weekday_cap_within_the_guardrail_needing_two_approvals(trouble, tmp_path):
+    database = migrated_sqlite(folder=tmp_path)
+    with transaction(sessions=database.sessions) as session:
+        rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
+    since = trouble.history.shipments["allocated_at"].max().floor("D") - pd.Timedelta(days=14)
+    seed = load_ruleset(path=seed_ruleset_path())
+    findings = [
+        f
+        for f in capacity_findings(table=trouble.congestion_table, model=trouble.congestion, ruleset=seed, since=since)
+        if f.node_id == "DC02"
+    ]
+    replay = load_replay(folder=trouble.folder, max_orders=4_000)
+    models = ModelSet(carrier_delay=trouble.model, node_congestion=trouble.congestion)
+    risk = replay_risk(replay=replay, history=trouble.history, models=models)
+    filed = propose_capacity(
+        database=database,
+        findings=findings,
+        replay=replay,
+        risk=risk,
+        policy=Policy(),
+        model=trouble.congestion,
+        window=(str(since), "end"),
+    )
+    monday = next(f for f in filed if f["target"] == "capacity:DC02:mon")
+    with database.sessions() as session:
+        proposal = proposals.get(session=session, proposal_id=monday["proposal"])
+    finding = next(f for f in findings if f.target == "capacity:DC02:mon")
+    (op,) = proposal.diff
+    assert op["path"] == "/eligibility/capacity/weekday_overrides/DC02"
+    assert Policy().max_capacity_change >= 1 - op["value"]["mon"] / finding.current_cap > 0
+    assert proposal.required_approvals == 2  # a capacity cut
+    assert proposal.evidence["current_caps"] == {"DC02/mon": finding.current_cap}
+    assert "DC02" in proposal.rationale and "Mondays" in proposal.rationale
+    nodes = {x["node_id"]: x for x in proposal.backtest["nodes"]}
+    assert nodes["DC02"]["shipments_new"] <= nodes["DC02"]["shipments_old"]
+    database.dispose()
 
 
 def _services(folder):
