@@ -596,8 +596,14 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
     from features.history import load_history
     from features.offline import build_features, prepare
     from rules.backtest import load_replay
-    from serving.proposing import capacity_findings, lane_findings, propose_capacity, propose_lanes
-    from serving.runtime import load_models
+    from serving.proposing import (
+        capacity_findings,
+        lane_findings,
+        propose_capacity,
+        propose_lanes,
+        propose_promotions,
+    )
+    from serving.runtime import MODEL_NAMES, MlflowChampions, load_models
     from serving.scorer import replay_risk
 
     settings = get_settings()
@@ -625,18 +631,27 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
             table = build_features(history=loaded, start=since.to_datetime64(), prepared=prepared)["node_congestion"]
             nodes = capacity_findings(table=table, model=models.node_congestion, ruleset=ruleset, since=since)
             console.print(f"{len(nodes)} node(s) whose congestion risk at their cap exceeds the target")
+        registry = MlflowChampions(tracking_uri=settings.mlflow_tracking_uri)
+        filed = propose_promotions(
+            database=database, policy=settings.approvals, champions=registry, model_names=MODEL_NAMES
+        )
         if not lanes and not nodes:
+            _print_filed(filed=filed)
             return
         replay = load_replay(folder=folder, max_orders=backtest_orders)
         risk = replay_risk(replay=replay, history=loaded, models=models, prepared=prepared)
         common = dict(database=database, replay=replay, risk=risk, policy=settings.approvals, window=window)
-        filed = []
         if lanes:
             filed += propose_lanes(findings=lanes, model=models.carrier_delay, **common)
         if nodes:
             filed += propose_capacity(findings=nodes, model=models.node_congestion, **common)
     finally:
         database.dispose()
+    _print_filed(filed=filed)
+
+
+def _print_filed(*, filed: list[dict]) -> None:
+    """One line per proposal filed or not filed (and why)."""
     for item in filed:
         if "proposal" in item:
             console.print(f"  proposal {item['proposal']}: {item['target']} ({item['summary']})")

@@ -171,3 +171,45 @@ def test_a_capacity_finding_becomes_a_weekday_cap_within_the_guardrail_needing_t
 
 def _services(folder):
     return pd.read_parquet(folder / "services.parquet")
+
+
+def test_a_challenger_that_beats_its_champion_is_proposed_for_promotion_once(tables, tracking, tmp_path):
+    from serving.proposing import propose_promotions
+    from serving.runtime import MlflowChampions
+
+    table = tables["node_congestion"]
+    windows = default_windows(table=table)
+    # The champion learned from one in ten of its training rows; the challenger from all of them.
+    starved = table[(table["allocated_at"] >= windows.valid_start) | (table.index % 10 == 0)]
+    train_model(model_name="node_congestion", table=starved, windows=windows)
+    train_model(model_name="node_congestion", table=table, windows=windows)
+    database = migrated_sqlite(folder=tmp_path)
+    with transaction(sessions=database.sessions) as session:
+        rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
+    registry = MlflowChampions(tracking_uri=tracking)
+    args = dict(database=database, policy=Policy(), champions=registry, model_names=("node_congestion",))
+    (filed,) = propose_promotions(**args)
+    with database.sessions() as session:
+        proposal = proposals.get(session=session, proposal_id=filed["proposal"])
+    assert proposal.kind == "model_promotion" and proposal.diff == {"model": "node_congestion", "version": "2"}
+    assert proposal.base_champion == "1"
+    evidence = proposal.evidence
+    assert evidence["challenger"]["logloss"] < evidence["champion"]["logloss"] and evidence["log_loss_gain"] >= 0.005
+    assert "log loss" in proposal.rationale
+    (again,) = propose_promotions(**args)
+    assert "skipped" in again
+    database.dispose()
+
+
+def test_an_equal_challenger_is_not_proposed(tables, tracking, tmp_path):
+    from serving.proposing import propose_promotions
+    from serving.runtime import MlflowChampions
+
+    table = tables["node_congestion"]
+    for _ in range(2):
+        train_model(model_name="node_congestion", table=table, windows=default_windows(table=table))
+    database = migrated_sqlite(folder=tmp_path)
+    registry = MlflowChampions(tracking_uri=tracking)
+    args = dict(database=database, policy=Policy(), champions=registry, model_names=("node_congestion",))
+    assert propose_promotions(**args) == []
+    database.dispose()
