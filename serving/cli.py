@@ -312,7 +312,7 @@ def run(
             _print_report(report=report)
     else:
         console.print("champions already registered; `riskroute train` makes challengers")
-    console.print("looking for lanes to propose changes on (pending proposals are kept, not repeated)")
+    console.print("looking for changes to propose (pending proposals are kept, not repeated)")
     _propose(folder=settings.history_dir, days=14, backtest_orders=20_000, history=history)
     if not serve_after:
         return
@@ -580,10 +580,10 @@ def backtest(
 @app.command()
 def propose(
     history: Annotated[Path | None, typer.Option(help="a twin history folder (default: the embedded one)")] = None,
-    days: Annotated[int, typer.Option(help="how many recent days of history to judge lanes on")] = 14,
+    days: Annotated[int, typer.Option(help="how many recent days of history to judge lanes and nodes on")] = 14,
     backtest_orders: Annotated[int, typer.Option(help="recent orders each proposal's backtest replays")] = 20_000,
 ) -> None:
-    """File lane-penalty proposals (each with a backtest) for lanes whose delay risk stays above their peers."""
+    """File proposals from the champions with evidence and backtests: lane penalties, capacity caps, promotions."""
 
     _propose(folder=history or get_settings().history_dir, days=days, backtest_orders=backtest_orders)
 
