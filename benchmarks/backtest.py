@@ -152,7 +152,7 @@ def closed_loop() -> dict:
     from features.twin.scenario import load_scenario
     from features.twin.simulate import simulate
     from rules.twin import RulesetPolicy
-    from serving.proposing import capacity_findings, lane_findings, propose_capacity, propose_lanes
+    from serving.proposing import capacity_changes, capacity_findings, file_changes, lane_changes, lane_findings
     from serving.scorer import ModelSet
     from training.datasets import default_windows
     from training.tracking import load_registered
@@ -194,9 +194,12 @@ def closed_loop() -> dict:
     replay = load_replay(folder=folder, end=now, max_orders=20_000)
     models = ModelSet(carrier_delay=model, node_congestion=congestion)
     risk = replay_risk(replay=replay, history=known, models=models, prepared=prepared)
-    common = dict(database=database, replay=replay, risk=risk, policy=Policy(), window=(str(since), str(now)))
-    filed = propose_lanes(findings=findings, model=model, **common)
-    filed += propose_capacity(findings=node_findings, model=congestion, **common)
+    window = (str(since), str(now))
+    changes = [
+        lane_changes(findings=findings, policy=Policy(), model=model, window=window),
+        capacity_changes(findings=node_findings, policy=Policy(), model=congestion, window=window),
+    ]
+    filed = file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=Policy())
     leads = [Principal(name=f"ops-lead-{i}", role="ops_lead") for i in (1, 2)]
     for item in filed:
         if "proposal" not in item:

@@ -597,10 +597,11 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
     from features.offline import build_features, prepare
     from rules.backtest import load_replay
     from serving.proposing import (
+        capacity_changes,
         capacity_findings,
+        file_changes,
+        lane_changes,
         lane_findings,
-        propose_capacity,
-        propose_lanes,
         propose_promotions,
     )
     from serving.runtime import MODEL_NAMES, MlflowChampions, load_models
@@ -640,11 +641,13 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
             return
         replay = load_replay(folder=folder, max_orders=backtest_orders)
         risk = replay_risk(replay=replay, history=loaded, models=models, prepared=prepared)
-        common = dict(database=database, replay=replay, risk=risk, policy=settings.approvals, window=window)
+        policy = settings.approvals
+        changes = []
         if lanes:
-            filed += propose_lanes(findings=lanes, model=models.carrier_delay, **common)
+            changes.append(lane_changes(findings=lanes, policy=policy, model=models.carrier_delay, window=window))
         if nodes:
-            filed += propose_capacity(findings=nodes, model=models.node_congestion, **common)
+            changes.append(capacity_changes(findings=nodes, policy=policy, model=models.node_congestion, window=window))
+        filed += file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy)
     finally:
         database.dispose()
     _print_filed(filed=filed)

@@ -163,7 +163,7 @@ class Change:
 def file_changes(
     *,
     database: Database,
-    changes: Callable[[Ruleset], list[Change]],
+    changes: list[Callable[[Ruleset], list[Change]]],
     replay: Replay,
     risk: Risk,
     policy: Policy,
@@ -174,7 +174,7 @@ def file_changes(
         ruleset = rulesets.to_ruleset(version=base)
     old = replay_ruleset(replay=replay, ruleset=ruleset, risk=risk)
     filed = []
-    for change in changes(ruleset):
+    for change in (change for build in changes for change in build(ruleset)):
         candidate = rulesets.patched(base=base, patch=change.diff)
         report = compare(
             replay=replay, old=old, new=replay_ruleset(replay=replay, ruleset=candidate, risk=risk), sample=3
@@ -198,17 +198,10 @@ def file_changes(
     return filed
 
 
-def propose_lanes(
-    *,
-    database: Database,
-    findings: list[LaneFinding],
-    replay: Replay,
-    risk: Risk,
-    policy: Policy,
-    model: RegisteredModel,
-    window: tuple[str, str],
-) -> list[dict]:
-    """File one lane-penalty proposal per finding, each with its backtest; returns what was filed or skipped."""
+def lane_changes(
+    *, findings: list[LaneFinding], policy: Policy, model: RegisteredModel, window: tuple[str, str]
+) -> Callable[[Ruleset], list[Change]]:
+    """A lane-penalty change per finding, built against the ruleset it will be filed on."""
 
     def changes(ruleset: Ruleset) -> list[Change]:
         made = []
@@ -235,7 +228,7 @@ def propose_lanes(
             made.append(Change(finding.target, diff, rationale, evidence, f"lane penalty {amount:.2f}"))
         return made
 
-    return file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy)
+    return changes
 
 
 @dataclass(frozen=True)
@@ -364,17 +357,10 @@ def capacity_cap_diff(*, ruleset: Ruleset, finding: CapacityFinding, policy: Pol
     return [{"op": op, "path": f"/eligibility/capacity/weekday_overrides/{node}/{finding.weekday}", "value": cap}], cap
 
 
-def propose_capacity(
-    *,
-    database: Database,
-    findings: list[CapacityFinding],
-    replay: Replay,
-    risk: Risk,
-    policy: Policy,
-    model: RegisteredModel,
-    window: tuple[str, str],
-) -> list[dict]:
-    """File one capacity-cap proposal per finding, each with its backtest; returns what was filed or skipped."""
+def capacity_changes(
+    *, findings: list[CapacityFinding], policy: Policy, model: RegisteredModel, window: tuple[str, str]
+) -> Callable[[Ruleset], list[Change]]:
+    """A capacity-cap change per finding, built against the ruleset it will be filed on."""
 
     def changes(ruleset: Ruleset) -> list[Change]:
         made = []
@@ -413,7 +399,7 @@ def propose_capacity(
             made.append(Change(finding.target, diff, rationale, evidence, f"cap {finding.current_cap} -> {cap}"))
         return made
 
-    return file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy)
+    return changes
 
 
 def promotion_finding(*, model_name: str, min_gain: float = 0.005) -> tuple[str, dict] | None:

@@ -79,6 +79,8 @@ async def viewer(request: Request) -> Viewer:
 
 
 ViewerDep = Annotated[Viewer, Depends(viewer)]
+CsrfForm = Annotated[str, Form(max_length=100)]
+ReasonForm = Annotated[str, Form(min_length=1, max_length=2_000)]
 
 
 def _decider(who: Viewer, csrf: str) -> Principal:
@@ -103,7 +105,7 @@ def _check_csrf(*, who: Viewer, csrf: str) -> None:
 def _page(request: Request, name: str, *, who: Viewer | None, status_code: int = 200, **context) -> HTMLResponse:
     """A rendered page with the signed-in user (if any) in its context."""
     return templates.TemplateResponse(
-        request, name, {"who": who, "runtime": request.app.state.runtime, **context}, status_code=status_code
+        request, name, {"who": who, **context}, status_code=status_code
     )
 
 
@@ -172,7 +174,7 @@ def sign_in(
 
 
 @router.post("/sign-out")
-def sign_out(who: ViewerDep, csrf: Annotated[str, Form(max_length=100)]) -> RedirectResponse:
+def sign_out(who: ViewerDep, csrf: CsrfForm) -> RedirectResponse:
     """End the session."""
     _check_csrf(who=who, csrf=csrf)
     response = RedirectResponse("/console/sign-in?message=" + quote("Signed out."), status_code=303)
@@ -271,8 +273,8 @@ def approve(
     proposal_id: IdPath,
     request: Request,
     who: ViewerDep,
-    csrf: Annotated[str, Form(max_length=100)],
-    reason: Annotated[str, Form(max_length=2_000)],
+    csrf: CsrfForm,
+    reason: ReasonForm,
     content_hash: Annotated[str, Form(max_length=64)],
 ) -> RedirectResponse:
     """Approve what the page showed (bound to its content hash); enough approvals apply it at once."""
@@ -299,8 +301,8 @@ def reject(
     proposal_id: IdPath,
     request: Request,
     who: ViewerDep,
-    csrf: Annotated[str, Form(max_length=100)],
-    reason: Annotated[str, Form(max_length=2_000)],
+    csrf: CsrfForm,
+    reason: ReasonForm,
 ) -> RedirectResponse:
     """Reject, with a reason."""
     actor = _decider(who, csrf)
@@ -332,9 +334,9 @@ def ruleset_history(request: Request, who: ViewerDep, done: str = "") -> HTMLRes
 def rollback(
     request: Request,
     who: ViewerDep,
-    csrf: Annotated[str, Form(max_length=100)],
+    csrf: CsrfForm,
     to_version: Annotated[int, Form(ge=1, le=2**53)],
-    reason: Annotated[str, Form(max_length=2_000)],
+    reason: ReasonForm,
 ) -> RedirectResponse:
     """Make an earlier version active at once (recorded as an applied proposal)."""
     actor = _decider(who, csrf)

@@ -21,7 +21,7 @@ from features.twin.scenario import load_scenario
 from features.twin.simulate import simulate
 from rules.backtest import load_replay
 from rules.schema import load_ruleset, seed_ruleset_path
-from serving.proposing import capacity_findings, lane_findings, propose_capacity, propose_lanes
+from serving.proposing import capacity_changes, capacity_findings, file_changes, lane_changes, lane_findings
 from serving.scorer import ModelSet, replay_risk
 from tests.conftest import migrated_sqlite
 from training.datasets import default_windows
@@ -87,10 +87,9 @@ def test_each_finding_becomes_one_pending_proposal_with_its_evidence_and_backtes
     replay = load_replay(folder=folder, max_orders=4_000)
     risk = replay_risk(replay=replay, history=history, models=ModelSet(carrier_delay=model))
     window = (str(since), str(history.shipments["allocated_at"].max()))
-    args = dict(
-        database=database, findings=findings, replay=replay, risk=risk, policy=Policy(), model=model, window=window
-    )
-    filed = propose_lanes(**args)
+    changes = [lane_changes(findings=findings, policy=Policy(), model=model, window=window)]
+    args = dict(database=database, changes=changes, replay=replay, risk=risk, policy=Policy())
+    filed = file_changes(**args)
     assert [f["target"] for f in filed if "proposal" in f] == ["lane:ecopost:ncw"]
     with database.sessions() as session:
         proposal = proposals.get(session=session, proposal_id=filed[0]["proposal"])
@@ -101,7 +100,7 @@ def test_each_finding_becomes_one_pending_proposal_with_its_evidence_and_backtes
     assert lanes[("ecopost", "ncw")]["shipments_new"] < lanes[("ecopost", "ncw")]["shipments_old"]
     assert "ecopost" in proposal.rationale and "ncw" in proposal.rationale
     # Asked again, nothing new: the pending proposal for the lane stands.
-    assert all("skipped" in f for f in propose_lanes(**args))
+    assert all("skipped" in f for f in file_changes(**args))
     database.dispose()
 
 
@@ -145,15 +144,10 @@ def test_a_capacity_finding_becomes_a_weekday_cap_within_the_guardrail_needing_t
     replay = load_replay(folder=trouble.folder, max_orders=4_000)
     models = ModelSet(carrier_delay=trouble.model, node_congestion=trouble.congestion)
     risk = replay_risk(replay=replay, history=trouble.history, models=models)
-    filed = propose_capacity(
-        database=database,
-        findings=findings,
-        replay=replay,
-        risk=risk,
-        policy=Policy(),
-        model=trouble.congestion,
-        window=(str(since), "end"),
-    )
+    changes = [
+        capacity_changes(findings=findings, policy=Policy(), model=trouble.congestion, window=(str(since), "end"))
+    ]
+    filed = file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=Policy())
     monday = next(f for f in filed if f["target"] == "capacity:DC02:mon")
     with database.sessions() as session:
         proposal = proposals.get(session=session, proposal_id=monday["proposal"])
