@@ -21,12 +21,14 @@ import numpy as np
 import pandas as pd
 
 from features.twin.network import distance_band
+from features.twin.output import TRUTH_FOLDER, read_truth
 from rules.batch import BatchDecisions, OrderBatch, decide_orders, weekday_of
 from rules.engine import PriorScorer
 from rules.errors import RulesError
 from rules.schema import Ruleset
 
 SECONDS_PER_DAY = 86_400
+PLAN_KEYS = ("order_id", "node_id", "carrier", "service")
 LIMITATIONS = (
     "A replay cannot observe outcomes of choices the history never made: their lateness here is the "
     "calibrated expectation of the risk it was priced with. Each decision wave starts from the node "
@@ -273,8 +275,58 @@ def replay_ruleset(*, replay: Replay, ruleset: Ruleset, risk: Risk) -> Outcome:
     )
 
 
-def compare(*, replay: Replay, old: Outcome, new: Outcome, sample: int = 10) -> dict:
-    """How the new ruleset's decisions differ from the old one's: overall, per lane, per node, and a sample."""
+def recorded_truth(*, folder: Path) -> pd.DataFrame | None:
+    """The twin's true probabilities of each recorded first-attempt shipment, by plan (None off the twin)."""
+    if not (folder / TRUTH_FOLDER).is_dir():
+        return None
+    columns = ["shipment_id", "order_id", "node_id", "carrier", "service", "attempt"]
+    shipments = pd.read_parquet(folder / "shipments.parquet", columns=columns)
+    first = shipments[shipments["attempt"] == 1].drop(columns=["attempt"])
+    truth = read_truth(folder=folder)[["shipment_id", "p_true_late_handover", "p_true_carrier_delay"]]
+    merged = first.merge(truth, on="shipment_id").drop(columns=["shipment_id"])
+    for key in PLAN_KEYS:
+        merged[key] = merged[key].astype(str)
+    return merged.drop_duplicates(subset=list(PLAN_KEYS))
+
+
+def truth_figures(*, replay: Replay, outcome: Outcome, truth: pd.DataFrame) -> dict:
+    """Expected vs the twin's true on-time rate, on the shipments this ruleset plans exactly as history did.
+
+    The twin knows the true probabilities only of shipments that happened, so the comparison covers
+    those (`known_share` of this ruleset's shipments); it measures how far the models' expectation
+    is from the truth, not what changed decisions would truly have done.
+    """
+    s = outcome.shipments
+    plans = pd.DataFrame(
+        {
+            "order_id": replay.order_id[s["order"].to_numpy()].astype(str),
+            "node_id": s["node_id"].astype(str).to_numpy(),
+            "carrier": s["carrier"].astype(str).to_numpy(),
+            "service": s["service"].astype(str).to_numpy(),
+            "p_late": s["p_late"].to_numpy(),
+        }
+    ).merge(truth, on=list(PLAN_KEYS), how="left")
+    known = plans["p_true_carrier_delay"].notna().to_numpy()
+    if not known.any():
+        return {"known_share": 0.0, "expected_on_time": None, "true_on_time": None, "gap": None}
+    seen = plans[known]
+    expected = float((1.0 - seen["p_late"]).mean())
+    true = float(((1.0 - seen["p_true_carrier_delay"]) * (1.0 - seen["p_true_late_handover"])).mean())
+    return {
+        "known_share": round(float(known.mean()), 5),
+        "expected_on_time": round(expected, 5),
+        "true_on_time": round(true, 5),
+        "gap": round(expected - true, 5),
+    }
+
+
+def compare(
+    *, replay: Replay, old: Outcome, new: Outcome, sample: int = 10, truth: pd.DataFrame | None = None
+) -> dict:
+    """How the new ruleset's decisions differ from the old one's: overall, per lane, per node, and a sample.
+
+    With the twin's truth (`recorded_truth`), each side also gets its expected vs true on-time rate.
+    """
     b = replay.batch
 
     def plan_keys(outcome: Outcome) -> np.ndarray:
@@ -308,6 +360,9 @@ def compare(*, replay: Replay, old: Outcome, new: Outcome, sample: int = 10) -> 
         "nodes": _records(nodes),
         "sample": examples,
         "limitations": LIMITATIONS,
+        "truth": None
+        if truth is None
+        else {side: truth_figures(replay=replay, outcome=o, truth=truth) for side, o in (("old", old), ("new", new))},
     }
 
 

@@ -533,7 +533,7 @@ def backtest(
 
     from features.history import load_history
     from features.storage import write_atomically
-    from rules.backtest import compare, load_replay, prior_risk, replay_ruleset
+    from rules.backtest import compare, load_replay, prior_risk, recorded_truth, replay_ruleset
 
     settings = get_settings()
     folder = history or settings.history_dir
@@ -554,6 +554,7 @@ def backtest(
         replay=replay,
         old=replay_ruleset(replay=replay, ruleset=old, risk=priced),
         new=replay_ruleset(replay=replay, ruleset=new, risk=priced),
+        truth=recorded_truth(folder=folder),
     )
     report["risk"] = priced.source
     report["seconds"] = round(time.perf_counter() - started, 2)
@@ -566,6 +567,13 @@ def backtest(
     )
     console.print(table)
     console.print(f"decisions that change: {report['changed_share']:.2%}")
+    for side, name in (("old", old_name), ("new", new_name)):
+        if report["truth"] and report["truth"][side]["true_on_time"] is not None:
+            t = report["truth"][side]
+            console.print(
+                f"twin truth, {name}: expected on-time {t['expected_on_time']:.4f} vs true {t['true_on_time']:.4f} "
+                f"(gap {t['gap']:+.4f}) on the {t['known_share']:.1%} of its shipments history made as planned"
+            )
     for lane in report["lanes"][:5]:
         console.print(
             f"  lane {lane['carrier']} -> {lane['dest_region']}: "
@@ -595,7 +603,7 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
     from approvals import rulesets
     from features.history import load_history
     from features.offline import build_features, prepare
-    from rules.backtest import load_replay
+    from rules.backtest import load_replay, recorded_truth
     from serving.proposing import (
         capacity_changes,
         capacity_findings,
@@ -647,7 +655,14 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
             changes.append(lane_changes(findings=lanes, policy=policy, model=models.carrier_delay, window=window))
         if nodes:
             changes.append(capacity_changes(findings=nodes, policy=policy, model=models.node_congestion, window=window))
-        filed += file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy)
+        filed += file_changes(
+            database=database,
+            changes=changes,
+            replay=replay,
+            risk=risk,
+            policy=policy,
+            truth=recorded_truth(folder=folder),
+        )
     finally:
         database.dispose()
     _print_filed(filed=filed)

@@ -142,7 +142,8 @@ def lane_penalty_diff(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy)
 
 def backtest_summary(*, report: dict, risk: Risk) -> dict:
     """What a proposal carries of its backtest: headline figures, the largest lane moves, changed decisions."""
-    summary = {k: report[k] for k in ("orders", "window", "old", "new", "changed_share", "sample", "limitations")}
+    kept = ("orders", "window", "old", "new", "changed_share", "sample", "limitations", "truth")
+    summary = {k: report.get(k) for k in kept}
     summary["lanes"] = report["lanes"][:10]
     summary["nodes"] = report["nodes"][:10]
     summary["risk"] = risk.source
@@ -167,8 +168,13 @@ def file_changes(
     replay: Replay,
     risk: Risk,
     policy: Policy,
+    truth: pd.DataFrame | None = None,
 ) -> list[dict]:
-    """File each change against the active ruleset with a backtest of exactly that change; what was filed or not."""
+    """File each change against the active ruleset with a backtest of exactly that change; what was filed or not.
+
+    With the twin's `truth` (`rules.backtest.recorded_truth`), each backtest also says how far its
+    expected on-time rate is from the true one where history made the same plans.
+    """
     with database.sessions() as session:
         base = rulesets.active(session=session)
         ruleset = rulesets.to_ruleset(version=base)
@@ -176,9 +182,8 @@ def file_changes(
     filed = []
     for change in (change for build in changes for change in build(ruleset)):
         candidate = rulesets.patched(base=base, patch=change.diff)
-        report = compare(
-            replay=replay, old=old, new=replay_ruleset(replay=replay, ruleset=candidate, risk=risk), sample=3
-        )
+        new = replay_ruleset(replay=replay, ruleset=candidate, risk=risk)
+        report = compare(replay=replay, old=old, new=new, sample=3, truth=truth)
         try:
             with transaction(sessions=database.sessions) as session:
                 proposal = proposals.create(

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rules.backtest import LIMITATIONS, compare, load_replay, prior_risk, replay_ruleset
+from rules.backtest import LIMITATIONS, compare, load_replay, prior_risk, recorded_truth, replay_ruleset, truth_figures
 from rules.errors import RulesError
 from rules.schema import load_ruleset, parse_ruleset, seed_ruleset_path
 
@@ -72,3 +72,40 @@ def test_an_empty_window_or_a_folder_without_decisions_is_a_clear_error(twin_dir
         load_replay(folder=twin_dir, start=pd.Timestamp("2020-01-01"), end=pd.Timestamp("2020-02-01"))
     with pytest.raises(RulesError, match="not a twin history"):
         load_replay(folder=tmp_path)
+
+
+def test_on_twin_data_each_side_gets_its_expected_and_true_on_time_where_history_knows_the_truth(replay, twin_dir):
+    truth = recorded_truth(folder=twin_dir)
+    outcome = replay_ruleset(replay=replay, ruleset=SEED, risk=prior_risk(replay=replay))
+    report = compare(replay=replay, old=outcome, new=outcome, truth=truth)
+    figures = report["truth"]["old"]
+    assert 0 < figures["known_share"] <= 1 and 0 < figures["true_on_time"] < 1
+    assert figures["gap"] == pytest.approx(figures["expected_on_time"] - figures["true_on_time"], abs=2e-5)
+    # Keep the truth of one planned shipment only: the figures are exactly that shipment's.
+    s = outcome.shipments
+    plans = pd.DataFrame(
+        {
+            "order_id": replay.order_id[s["order"].to_numpy()].astype(str),
+            "node_id": s["node_id"].to_numpy(),
+            "carrier": s["carrier"].to_numpy(),
+            "service": s["service"].to_numpy(),
+            "row": np.arange(len(s)),
+        }
+    ).merge(truth, on=["order_id", "node_id", "carrier", "service"])
+    first = plans.iloc[0]
+    one = truth[
+        truth["order_id"].eq(first["order_id"])
+        & truth["node_id"].eq(first["node_id"])
+        & truth["carrier"].eq(first["carrier"])
+        & truth["service"].eq(first["service"])
+    ]
+    planned = s.iloc[int(first["row"])]
+    alone = truth_figures(replay=replay, outcome=outcome, truth=one)
+    expected_true = float((1 - one["p_true_carrier_delay"].iloc[0]) * (1 - one["p_true_late_handover"].iloc[0]))
+    assert alone["true_on_time"] == pytest.approx(expected_true, abs=1e-5)
+    assert alone["expected_on_time"] == pytest.approx(1 - planned["p_late"], abs=1e-5)
+    assert alone["known_share"] == pytest.approx(1 / len(outcome.shipments), abs=1e-5)
+
+
+def test_a_history_that_was_not_simulated_has_no_truth(tmp_path):
+    assert recorded_truth(folder=tmp_path) is None

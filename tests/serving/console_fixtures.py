@@ -10,7 +10,7 @@ from approvals import proposals, rulesets
 from approvals.db import Database, transaction
 from approvals.policy import Policy
 from features.online import OnlineFeatureState
-from rules.backtest import compare, load_replay, prior_risk, replay_ruleset
+from rules.backtest import compare, load_replay, prior_risk, recorded_truth, replay_ruleset
 from rules.schema import load_ruleset, seed_ruleset_path
 from serving.proposing import PROPOSER, backtest_summary
 from serving.runtime import Runtime
@@ -38,7 +38,7 @@ def file_lane_proposals(*, database: Database, history_dir: Path, count: int = 2
         adjustment = {"id": f"lane-{carrier}-{region}", "carrier": carrier, "dest_regions": [region], "amount": 3.0}
         diff = [{"op": "add", "path": "/scoring/lane_adjustments/-", "value": adjustment}]
         new = replay_ruleset(replay=replay, ruleset=rulesets.patched(base=base, patch=diff), risk=risk)
-        report = compare(replay=replay, old=old, new=new, sample=2)
+        report = compare(replay=replay, old=old, new=new, sample=2, truth=recorded_truth(folder=history_dir))
         with transaction(sessions=database.sessions) as session:
             proposal = proposals.create(
                 session=session,

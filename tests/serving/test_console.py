@@ -91,6 +91,7 @@ def test_the_proposal_page_shows_rationale_diff_evidence_figures_and_both_charts
     assert "runs later than its peers" in text and "/scoring/lane_adjustments/-" in text
     assert "expected on-time rate" in text and "cost per order" in text
     assert text.count('<svg class="chart"') == 2 and "What a replay cannot know" in text
+    assert 'data-testid="truth"' in text and "vs true" in text
     assert 'data-testid="approve-form"' in text and 'data-testid="reject-form"' in text
 
 
