@@ -98,48 +98,51 @@ def build_streams(
     }
 
 
-class _KeyedIndex:
-    """One stream sorted by (key, time), ready to answer window sums for many rows."""
+class _EntryIndex:
+    """One stream's entries sorted by (key, time), answering window sums for rows of any keys.
 
-    def __init__(self, *, entries: StreamEntries, keys: tuple[str, ...], rows: dict[str, np.ndarray]):
-        entry_code, row_code = _key_codes(entries=entries, keys=keys, rows=rows)
-        order = np.lexsort((entries.time, entry_code))
-        self.composite = entry_code[order] * KEY_SHIFT + entries.time[order]
+    Built once per stream and key set; rows are coded against the entries' own key values, so one
+    index serves any number of row batches (a twin run prices every decision wave of a day with it).
+    """
+
+    def __init__(self, *, entries: StreamEntries, keys: tuple[str, ...]):
+        code = np.zeros(len(entries.time), dtype=np.int64)
+        self.levels: list[tuple[pd.Index, int, pd.Index]] = []
+        for key in keys:
+            values, uniques = pd.factorize(entries.attrs[key].astype(object), use_na_sentinel=True)
+            combined = code * np.int64(len(uniques) + 1) + (values.astype(np.int64) + 1)  # 0 is the missing value
+            # Re-number the combinations densely, so many key columns never overflow the composite key.
+            dense, combos = pd.factorize(combined)
+            # Object, not string-dtype, indexes: looking rows up in them is several times faster.
+            self.levels.append((pd.Index(uniques, dtype=object), len(uniques), pd.Index(combos)))
+            code = dense.astype(np.int64)
+        order = np.lexsort((entries.time, code))
+        self.composite = code[order] * KEY_SHIFT + entries.time[order]
         self.cumulative = np.concatenate([[0.0], np.cumsum(entries.value[order])])
-        self.row_code = row_code
 
-    def window(self, *, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Count and sum of entries with lo <= time < hi for each row's key."""
-        base = self.row_code * KEY_SHIFT
+    def row_codes(self, *, rows: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+        """Each row's key code; -1 (matching nothing) for a missing key or a key no entry has."""
+        n_rows = len(next(iter(rows.values())))
+        code = np.zeros(n_rows, dtype=np.int64)
+        unmatched = np.zeros(n_rows, dtype=bool)
+        for key, (uniques, size, combos) in zip(keys, self.levels):
+            column = np.asarray(rows[key], dtype=object)
+            values = uniques.get_indexer(column)
+            # A missing row key never matches an entry whose key is missing; an unseen value matches nothing.
+            unmatched |= (values < 0) | pd.isna(column)
+            combined = code * np.int64(size + 1) + (values.astype(np.int64) + 1)
+            code = combos.get_indexer(combined).astype(np.int64)
+            unmatched |= code < 0
+        return np.where(unmatched, -1, code)
+
+    def window(self, *, row_code: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count and sum of entries with lo <= time < hi for each row's key (nothing for code -1)."""
+        base = row_code * KEY_SHIFT
         i_hi = np.searchsorted(self.composite, base + hi, side="left")
         i_lo = np.searchsorted(self.composite, base + lo, side="left")
         i_lo = np.minimum(i_lo, i_hi)
+        i_hi = np.where(row_code < 0, i_lo, i_hi)
         return (i_hi - i_lo).astype(np.int64), self.cumulative[i_hi] - self.cumulative[i_lo]
-
-
-def _key_codes(
-    *, entries: StreamEntries, keys: tuple[str, ...], rows: dict[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of the key, shared between stream entries and rows (unknown keys match nothing)."""
-    n_entries = len(entries.time)
-    n_rows = len(next(iter(rows.values())))
-    entry_code = np.zeros(n_entries, dtype=np.int64)
-    row_code = np.zeros(n_rows, dtype=np.int64)
-    for key in keys:
-        joined = np.concatenate([entries.attrs[key], rows[key]]).astype(object)
-        codes, uniques = pd.factorize(joined, use_na_sentinel=True)
-        codes = codes.astype(np.int64) + 1  # 0 is the missing value
-        combined = np.concatenate([entry_code, row_code]) * np.int64(len(uniques) + 1) + codes
-        # Re-number the combinations densely, so many key columns never overflow the composite key.
-        dense, _ = pd.factorize(combined)
-        entry_code, row_code = dense[:n_entries].astype(np.int64), dense[n_entries:].astype(np.int64)
-    if keys:
-        # Rows whose key is missing must not match entries whose key is missing.
-        missing = np.zeros(n_rows, dtype=bool)
-        for key in keys:
-            missing |= pd.isna(rows[key])
-        row_code = np.where(missing, -1, row_code)
-    return entry_code, row_code
 
 
 def node_state_at(*, node_days: pd.DataFrame | None, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
@@ -170,19 +173,27 @@ def features_for_rows(
     streams: dict[str, StreamEntries],
     node_days: pd.DataFrame | None,
     notices: pd.DataFrame | None,
+    indexes: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every feature for each decision row (frame or column arrays), from stream entries known before its time."""
+    """Every feature for each decision row (frame or column arrays), from stream entries known before its time.
+
+    `indexes` may be a dict kept by the caller across calls over the same streams: the sorted
+    entries are then built once, not per call.
+    """
     t = epoch_seconds(rows["allocated_at"])
     static = static_features(rows=rows)
     key_columns = {k: static[k] for k in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id")}
     aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    indexes: dict[tuple[str, tuple[str, ...]], _KeyedIndex] = {}
+    indexes = {} if indexes is None else indexes
+    row_codes: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
     for aggregate in AGGREGATES:
         index_key = (aggregate.stream, aggregate.keys)
         if index_key not in indexes:
-            indexes[index_key] = _KeyedIndex(entries=streams[aggregate.stream], keys=aggregate.keys, rows=key_columns)
+            indexes[index_key] = _EntryIndex(entries=streams[aggregate.stream], keys=aggregate.keys)
+        if index_key not in row_codes:
+            row_codes[index_key] = indexes[index_key].row_codes(rows=key_columns, keys=aggregate.keys)
         lo, hi = window_bounds(window=aggregate.window, t=t)
-        aggregates[aggregate.name] = indexes[index_key].window(lo=lo, hi=hi)
+        aggregates[aggregate.name] = indexes[index_key].window(row_code=row_codes[index_key], lo=lo, hi=hi)
     return derive_features(
         static=static,
         aggregates=aggregates,

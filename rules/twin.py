@@ -45,6 +45,12 @@ class RulesetPolicy:
         self.ruleset = ruleset
         self.risk = risk or prior_twin_risk()
 
+    def observe(self, shipments) -> None:
+        """Hand a day's shipments to a risk source that learns from the run (the models' features)."""
+        observe = getattr(self.risk, "observe", None)
+        if observe is not None:
+            observe(shipments)
+
     def __call__(self, batch: DecisionBatch) -> Allocation:
         """Allocate every line of the wave."""
         columns, option_cand, option_cs, order_of_cand = _columns(batch=batch)

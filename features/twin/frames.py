@@ -68,20 +68,12 @@ def _gather(parts: list[dict]) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def assemble(
-    *,
-    buffers: RunBuffers,
-    network: Network,
-    scenario: Scenario,
-    disruption_list: list[dict],
-    unfilled_lines: int,
-) -> SimulationResult:
-    """Turn a run's buffers into the history frames."""
-    net = network
-    s = _gather(buffers.shipments)
+def shipments_frame(*, arrays: dict, network: Network) -> pd.DataFrame:
+    """Shipment arrays of a run (one day's, or all) as history rows."""
+    net, s = network, arrays
     shipment_id = _ids(prefix="S", seq=s["seq"], width=9)
     exception_names = np.asarray(TWIN_EXCEPTION_CODES, dtype=object)[s["exception"]]
-    shipments = pd.DataFrame(
+    return pd.DataFrame(
         {
             "shipment_id": shipment_id,
             "order_id": _ids(prefix="O", seq=s["order_seq"], width=8),
@@ -109,6 +101,21 @@ def assemble(
             "attempt": s["attempt"],
         }
     )
+
+
+def assemble(
+    *,
+    buffers: RunBuffers,
+    network: Network,
+    scenario: Scenario,
+    disruption_list: list[dict],
+    unfilled_lines: int,
+) -> SimulationResult:
+    """Turn a run's buffers into the history frames."""
+    net = network
+    s = _gather(buffers.shipments)
+    shipments = shipments_frame(arrays=s, network=net)
+    shipment_id = shipments["shipment_id"]
     truth = pd.DataFrame(
         {"shipment_id": shipment_id}
         | {

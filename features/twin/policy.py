@@ -67,7 +67,12 @@ class Allocation:
 
 
 class RoutingPolicy(Protocol):
-    """Anything that turns a decision batch into an allocation."""
+    """Anything that turns a decision batch into an allocation.
+
+    A policy may also have `observe(shipments: pd.DataFrame)`: the twin then hands it each day's
+    shipments (history rows, outcomes included) once the day is simulated, for it to learn from
+    what becomes known.
+    """
 
     def __call__(self, batch: DecisionBatch) -> Allocation:
         """Allocate every line of the batch."""

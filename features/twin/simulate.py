@@ -16,7 +16,7 @@ import numpy as np
 
 from features.calendar import is_peak
 from features.errors import PolicyError
-from features.twin.frames import RunBuffers, SimulationResult, assemble
+from features.twin.frames import RunBuffers, SimulationResult, assemble, shipments_frame
 from features.twin.network import REGIONS, Network, build_network
 from features.twin.policy import SECONDS_PER_DAY, Allocation, DecisionBatch, RoutingPolicy, baseline_policy
 from features.twin.scenario import SERVICES, TIERS, Scenario
@@ -99,8 +99,14 @@ def simulate(
     network = build_network(scenario=scenario, rng=rng)
     network = calibrate_capacity(scenario=scenario, network=network, seed=seed)
     run = _Run(scenario=scenario, network=network, policy=policy, rng=rng)
+    # A policy that learns from the run (a model-priced one) sees each day's shipments once the day is done.
+    observe = getattr(policy, "observe", None)
     for day in range(scenario.days):
+        shipped = len(run.buffers.shipments)
         run.step(day=day)
+        if observe is not None:
+            for arrays in run.buffers.shipments[shipped:]:
+                observe(shipments_frame(arrays=arrays, network=network))
         if on_day is not None:
             on_day(day + 1, scenario.days)
     return run.result()
