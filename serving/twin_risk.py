@@ -19,7 +19,7 @@ from features.twin.policy import SECONDS_PER_DAY, DecisionBatch
 from features.twin.scenario import NODE_TYPES, SERVICES
 from serving.scorer import FALLBACK_BASE_RATES, ModelSet
 
-LOOKBACK_DAYS = 35  # the longest feature window (28 days) and the outcomes that land inside it
+LOOKBACK_DAYS = 45  # the longest window (28 days) plus the longest a shipment takes to settle (promise + 8 days lost)
 
 
 class TwinModelRisk:
