@@ -23,6 +23,15 @@ def to_ruleset(*, version: RulesetVersion) -> Ruleset:
     return parse_ruleset(document=version.content, origin=f"ruleset version {version.number}")
 
 
+def normalized(*, version: RulesetVersion) -> dict:
+    """A version's document as the current schema writes it (settings added since it was stored appear, defaulted).
+
+    Patches apply to, and diffs compare, this form: a version stored before a new setting existed
+    can still be changed at that setting, and shows no difference for it.
+    """
+    return document(ruleset=to_ruleset(version=version))
+
+
 def summary(*, version: RulesetVersion) -> dict:
     """What the audit log records about a version."""
     return {"number": version.number, "name": version.name, "content_hash": version.content_hash}
@@ -135,7 +144,7 @@ def diff(*, old: dict, new: dict) -> list[dict]:
 def patched(*, base: RulesetVersion, patch: list[dict]) -> Ruleset:
     """The ruleset a JSON Patch makes of a base version, validated; a patch that does not apply is refused."""
     try:
-        content = jsonpatch.apply_patch(base.content, patch)
+        content = jsonpatch.apply_patch(normalized(version=base), patch)
     except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, ValueError) as exc:
         raise RulesetError(f"diff does not apply to ruleset version {base.number}: {exc}") from None
     return parse_ruleset(document=content, origin=f"version {base.number} with the proposed diff")

@@ -317,12 +317,12 @@ def ruleset_history(request: Request, who: ViewerDep, done: str = "") -> HTMLRes
     with unit_of_work(_runtime(request)) as session:
         active = rulesets.active_number(session=session)
         versions = rulesets.listing(session=session)
-        by_number = {v.number: v for v in versions}
+        documents = {v.number: rulesets.normalized(version=v) for v in versions}
         rows = [
             {
                 "v": v,
-                "diff": rulesets.diff(old=by_number[v.number - 1].content, new=v.content)
-                if v.number - 1 in by_number
+                "diff": rulesets.diff(old=documents[v.number - 1], new=documents[v.number])
+                if v.number - 1 in documents
                 else [],
             }
             for v in versions

@@ -47,7 +47,9 @@ def diff(
         old = rulesets.get(session=session, number=from_version)
         new = rulesets.get(session=session, number=to_version)
         return schemas.RulesetDiffRead(
-            from_version=from_version, to_version=to_version, diff=rulesets.diff(old=old.content, new=new.content)
+            from_version=from_version,
+            to_version=to_version,
+            diff=rulesets.diff(old=rulesets.normalized(version=old), new=rulesets.normalized(version=new)),
         )
 
 

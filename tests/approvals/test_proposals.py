@@ -193,3 +193,29 @@ def test_an_ops_lead_rolls_back_at_once_and_it_is_recorded_as_an_applied_proposa
     with seeded.sessions() as session:
         assert audit.verify(session=session).ok
         assert session.scalar(select(func.count()).select_from(RulesetVersion)) == 2
+
+
+def test_a_version_stored_before_a_setting_existed_can_be_changed_at_it_and_diffs_cleanly(seeded, policy):
+    # Version 1 as an older release stored it: without weekday caps or a target risk.
+    with transaction(sessions=seeded.sessions) as session:
+        version = session.get(RulesetVersion, 1)
+        old = dict(version.content)
+        old["eligibility"] = {
+            **old["eligibility"],
+            "capacity": {
+                k: v for k, v in old["eligibility"]["capacity"].items() if k in ("id", "default_share", "overrides")
+            },
+        }
+        version.content = old
+    cap = [{"op": "add", "path": "/eligibility/capacity/weekday_overrides/DC02", "value": {"mon": 300}}]
+    proposal = _propose(
+        seeded, policy, diff=cap, target="capacity:DC02:mon", evidence={"current_caps": {"DC02/mon": 400}}
+    )
+    assert proposal.required_approvals == 2
+    _approve(seeded, policy, proposal.id)
+    applied = _approve(seeded, policy, proposal.id, actor=SECOND_LEAD)
+    assert applied.status == "applied"
+    with seeded.sessions() as session:
+        first, second = rulesets.get(session=session, number=1), rulesets.get(session=session, number=2)
+        changes = rulesets.diff(old=rulesets.normalized(version=first), new=rulesets.normalized(version=second))
+    assert changes == [{"op": "add", "path": "/eligibility/capacity/weekday_overrides/DC02", "value": {"mon": 300}}]
