@@ -638,7 +638,13 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> 
             console.print(f"{len(lanes)} lane(s) above their peers since {since:%Y-%m-%d}")
         if models.node_congestion is not None:
             table = build_features(history=loaded, start=since.to_datetime64(), prepared=prepared)["node_congestion"]
-            nodes = capacity_findings(table=table, model=models.node_congestion, ruleset=ruleset, since=since)
+            nodes = capacity_findings(
+                table=table,
+                model=models.node_congestion,
+                ruleset=ruleset,
+                since=since,
+                max_cut=settings.approvals.max_capacity_change,
+            )
             console.print(f"{len(nodes)} node(s) whose congestion risk at their cap exceeds the target")
         registry = MlflowChampions(tracking_uri=settings.mlflow_tracking_uri)
         filed = propose_promotions(

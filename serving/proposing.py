@@ -251,11 +251,16 @@ class CapacityFinding:
     current_cap: int
     crossing_load: int | None
     target_risk: float
+    peak_load: int
 
     @property
     def target(self) -> str:
         """The proposal target."""
         return f"capacity:{self.node_id}" + (f":{self.weekday}" if self.weekday else "")
+
+    def proposed_cap(self, *, max_cut: float) -> int:
+        """The crossing load, but no lower than one proposal may cut the cap."""
+        return max(self.crossing_load or 0, int(np.ceil(self.current_cap * (1 - max_cut))))
 
 
 def capacity_findings(
@@ -267,14 +272,18 @@ def capacity_findings(
     min_rows: int = 200,
     margin: float = 0.05,
     sample: int = 300,
+    max_cut: float = 0.3,
 ) -> list[CapacityFinding]:
     """Nodes whose congestion risk, loaded to their cap, stays above the ruleset's target.
 
     For each node and weekday with enough recent decisions, the congestion model prices a sample of
     them again at loads from half the cap up to the cap (everything else as it was): the crossing
     load is the highest load whose risk stays under the target. A finding needs the risk at the cap
-    to exceed target + margin, with the 95% interval over daily means above the target. A node found
-    on five weekdays or more is one finding for every day.
+    to exceed target + margin, with the 95% interval over daily means above the target, and the cap
+    it would propose (no lower than `max_cut` below today's) must bind: below the node's peak daily
+    load (the 90th percentile over the days). A node congested below any such cap is congested by
+    its backlog, which no cap on new orders relieves. A node found on five weekdays or more is one
+    finding for every day.
     """
     target = ruleset.eligibility.capacity.target_risk
     recent = table[table["allocated_at"] >= since]
@@ -287,14 +296,16 @@ def capacity_findings(
             rows=rows, node=node, weekday=WEEKDAYS[day], model=model, ruleset=ruleset, sample=sample
         )
         if finding is not None and finding.rows >= min_rows and finding.days >= 2:
-            if finding.risk >= target + margin and finding.risk_low > target:
+            binds = finding.proposed_cap(max_cut=max_cut) < finding.peak_load
+            if finding.risk >= target + margin and finding.risk_low > target and binds:
                 found.setdefault(node, []).append(finding)
     findings = []
     for node, days in found.items():
         if len(days) >= 5:
             rows = recent[recent["node_id"].astype(str) == node]
             whole = _capacity_finding(rows=rows, node=node, weekday=None, model=model, ruleset=ruleset, sample=sample)
-            findings.extend([whole] if whole is not None else days)
+            usable = whole is not None and whole.proposed_cap(max_cut=max_cut) < whole.peak_load
+            findings.extend([whole] if usable else days)
         else:
             findings.extend(days)
     return sorted(findings, key=lambda f: target - f.risk)
@@ -326,6 +337,8 @@ def _capacity_finding(
     spread = 1.96 * daily.std(ddof=1) / np.sqrt(len(daily)) if len(daily) > 1 else np.inf
     under = [int(load) for load, risk in zip(loads, curve) if risk < ruleset.eligibility.capacity.target_risk]
     known = rows["label"].dropna() if "label" in rows else pd.Series(dtype=float)
+    # A day's load is what was assigned before its last decision, plus that one.
+    daily_load = rows["assigned_today"].groupby(rows["allocated_at"].dt.floor("D")).max() + 1
     return CapacityFinding(
         node_id=node,
         weekday=weekday,
@@ -338,6 +351,7 @@ def _capacity_finding(
         current_cap=int(cap),
         crossing_load=max(under) if under else None,
         target_risk=ruleset.eligibility.capacity.target_risk,
+        peak_load=int(np.nanpercentile(daily_load.to_numpy(dtype=np.float64), 90)) if len(daily_load) else 0,
     )
 
 
@@ -348,8 +362,7 @@ def _pointer(token: str) -> str:
 
 def capacity_cap_diff(*, ruleset: Ruleset, finding: CapacityFinding, policy: Policy) -> tuple[list[dict], int]:
     """The JSON Patch setting the node's (weekday) cap: the crossing load, but no further than the guardrail allows."""
-    floor = int(np.ceil(finding.current_cap * (1 - policy.max_capacity_change)))
-    cap = max(finding.crossing_load or 0, floor)
+    cap = finding.proposed_cap(max_cut=policy.max_capacity_change)
     rule = ruleset.eligibility.capacity
     node = _pointer(finding.node_id)
     if finding.weekday is None:
@@ -381,7 +394,8 @@ def capacity_changes(
                 f"{finding.node_id} {when}: loaded to its cap of {finding.current_cap} shipments, the congestion "
                 f"model puts its late-handover risk at {finding.risk:.1%} (95% interval {finding.risk_low:.1%}-"
                 f"{finding.risk_high:.1%} over {finding.days} days, {finding.rows} decisions), above the ruleset's "
-                f"target of {finding.target_risk:.0%}; {crossing}. A cap of {cap} sends the excess elsewhere"
+                f"target of {finding.target_risk:.0%}; {crossing}. On its busiest days it takes about "
+                f"{finding.peak_load} shipments; a cap of {cap} sends the excess elsewhere"
                 + (" (the largest cut one proposal may make)." if cap > (finding.crossing_load or 0) else ".")
             )
             key = finding.node_id + (f"/{finding.weekday}" if finding.weekday else "")
@@ -394,6 +408,7 @@ def capacity_changes(
                 "interval_95": [round(finding.risk_low, 5), round(finding.risk_high, 5)],
                 "target_risk": finding.target_risk,
                 "crossing_load": finding.crossing_load,
+                "peak_daily_load": finding.peak_load,
                 "observed_late_handover_rate": None
                 if finding.observed_late is None
                 else round(finding.observed_late, 5),

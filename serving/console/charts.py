@@ -15,7 +15,8 @@ OLD, NEW = "#8a8f98", "#1f6feb"
 def _scale(*, low: float, high: float, start: float, end: float):
     """A linear map from [low, high] to [start, end] (a flat range is widened so points stay apart)."""
     if high - low < 1e-12:
-        low, high = low - 0.5 * max(abs(low), 1e-3), high + 0.5 * max(abs(high), 1e-3)
+        # One value (nothing moved): a narrow band around it, not an axis from zero.
+        low, high = low - max(abs(low) * 0.02, 1e-3), high + max(abs(high) * 0.02, 1e-3)
     pad = (high - low) * 0.15
     low, high = low - pad, high + pad
     return lambda value: start + (value - low) / (high - low) * (end - start), (low, high)
@@ -79,8 +80,12 @@ def on_time_vs_cost(*, old: dict, new: dict) -> str:
         + f"{ys[0]:.2%} on time, {xs[0]:.3f} per order</title></circle>"
         + f'<circle cx="{x1:.1f}" cy="{y1:.1f}" r="6" fill="{NEW}"><title>proposed: '
         + f"{ys[1]:.2%} on time, {xs[1]:.3f} per order</title></circle>"
-        + _point_label(x=x0, y=y0, text="base", colour=OLD)
-        + _point_label(x=x1, y=y1, text="proposed", colour=NEW)
+        + (
+            _point_label(x=x1, y=y1, text="base = proposed", colour=NEW)
+            if abs(x1 - x0) < 1 and abs(y1 - y0) < 1
+            else _point_label(x=x0, y=y0, text="base", colour=OLD)
+            + _point_label(x=x1, y=y1, text="proposed", colour=NEW)
+        )
     )
     return _frame(
         title="Expected on-time rate vs cost per order",
