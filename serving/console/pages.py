@@ -83,7 +83,7 @@ CsrfForm = Annotated[str, Form(max_length=100)]
 ReasonForm = Annotated[str, Form(min_length=1, max_length=2_000)]
 
 
-def _decider(who: Viewer, csrf: str) -> Principal:
+def _decider(*, who: Viewer, csrf: str) -> Principal:
     """The principal of a state-changing form: a matching CSRF token, and a role that may decide."""
     _check_csrf(who=who, csrf=csrf)
     if not who.can_decide:
@@ -278,7 +278,7 @@ def approve(
     content_hash: Annotated[str, Form(max_length=64)],
 ) -> RedirectResponse:
     """Approve what the page showed (bound to its content hash); enough approvals apply it at once."""
-    actor = _decider(who, csrf)
+    actor = _decider(who=who, csrf=csrf)
     runtime = _runtime(request)
     with unit_of_work(runtime) as session:
         proposals.sweep(session=session)
@@ -305,7 +305,7 @@ def reject(
     reason: ReasonForm,
 ) -> RedirectResponse:
     """Reject, with a reason."""
-    actor = _decider(who, csrf)
+    actor = _decider(who=who, csrf=csrf)
     with unit_of_work(_runtime(request)) as session:
         proposals.reject(session=session, proposal_id=proposal_id, actor=actor, reason=reason)
     return RedirectResponse(f"/console/proposals/{proposal_id}?done=rejected", status_code=303)
@@ -339,7 +339,7 @@ def rollback(
     reason: ReasonForm,
 ) -> RedirectResponse:
     """Make an earlier version active at once (recorded as an applied proposal)."""
-    actor = _decider(who, csrf)
+    actor = _decider(who=who, csrf=csrf)
     runtime = _runtime(request)
     with unit_of_work(runtime) as session:
         proposals.rollback(session=session, to_version=to_version, actor=actor, reason=reason)
