@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
-from approvals import tokens
+from approvals import proposals, tokens
 from approvals.db import transaction
 from approvals.tokens import Principal
 from serving.metrics import Metrics
@@ -105,3 +105,9 @@ def unit_of_work(runtime: Runtime) -> Iterator[Session]:
         raise NoDatabase("this endpoint needs the database, and this service runs without one")
     with transaction(sessions=runtime.database.sessions) as session:
         yield session
+
+
+def sweep_proposals(runtime: Runtime) -> None:
+    """Expire or mark stale what time or a moved base has overtaken, in its own transaction."""
+    with unit_of_work(runtime) as session:
+        proposals.sweep(session=session)

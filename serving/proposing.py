@@ -290,8 +290,9 @@ def capacity_findings(
     if recent.empty:
         return []
     weekday = recent["allocated_at"].dt.day_of_week.to_numpy()
+    node_ids = recent["node_id"].astype(str).to_numpy()
     found: dict[str, list[CapacityFinding]] = {}
-    for (node, day), rows in recent.groupby([recent["node_id"].astype(str).to_numpy(), weekday]):
+    for (node, day), rows in recent.groupby([node_ids, weekday]):
         finding = _capacity_finding(
             rows=rows, node=node, weekday=WEEKDAYS[day], model=model, ruleset=ruleset, sample=sample
         )
@@ -302,7 +303,7 @@ def capacity_findings(
     findings = []
     for node, days in found.items():
         if len(days) >= 5:
-            rows = recent[recent["node_id"].astype(str) == node]
+            rows = recent[node_ids == node]
             whole = _capacity_finding(rows=rows, node=node, weekday=None, model=model, ruleset=ruleset, sample=sample)
             usable = whole is not None and whole.proposed_cap(max_cut=max_cut) < whole.peak_load
             findings.extend([whole] if usable else days)

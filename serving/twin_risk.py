@@ -30,7 +30,6 @@ class TwinModelRisk:
         self.days: list[pd.DataFrame] = []
         self.streams = None
         self.indexes: dict = {}
-        self.waves = 0
 
     def observe(self, shipments: pd.DataFrame) -> None:
         """Take a simulated day's shipments and rebuild the streams (each entry stamped when it becomes known)."""
@@ -44,7 +43,6 @@ class TwinModelRisk:
         self, batch: DecisionBatch, option_cand: np.ndarray, option_cs: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """P(carrier delay) and P(node congestion) per option of the wave."""
-        self.waves += 1
         n = len(option_cand)
         if self.streams is None:
             return (

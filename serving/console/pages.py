@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from approvals import audit, proposals, rulesets
 from approvals.tokens import Principal
 from serving.console import charts
-from serving.deps import IdPath, principal_from, unit_of_work
+from serving.deps import IdPath, RuntimeDep, principal_from, sweep_proposals, unit_of_work
 from serving.runtime import MODEL_NAMES, Runtime, sync_ruleset
 
 COOKIE = "riskroute_console"
@@ -104,13 +104,7 @@ def _check_csrf(*, who: Viewer, csrf: str) -> None:
 
 def _page(request: Request, name: str, *, who: Viewer | None, status_code: int = 200, **context) -> HTMLResponse:
     """A rendered page with the signed-in user (if any) in its context."""
-    return templates.TemplateResponse(
-        request, name, {"who": who, **context}, status_code=status_code
-    )
-
-
-def _runtime(request: Request) -> Runtime:
-    return request.app.state.runtime
+    return templates.TemplateResponse(request, name, {"who": who, **context}, status_code=status_code)
 
 
 def _safe_after(after: str | None) -> str:
@@ -135,11 +129,11 @@ def sign_in_page(
 @router.post("/sign-in")
 def sign_in(
     request: Request,
+    runtime: RuntimeDep,
     token: Annotated[str, Form(max_length=500)],
     after: Annotated[str, Form(max_length=500)] = "/console/proposals",
 ) -> Response:
     """Check the token and open a session cookie holding it (HttpOnly, SameSite=Strict)."""
-    runtime = _runtime(request)
     try:
         principal = principal_from(runtime=runtime, authorization=f"Bearer {token.strip()}")
     except HTTPException:
@@ -183,13 +177,13 @@ def sign_out(who: ViewerDep, csrf: CsrfForm) -> RedirectResponse:
 
 
 @router.get("/proposals")
-def queue(request: Request, who: ViewerDep, status: str = Query(default="pending", max_length=16)) -> HTMLResponse:
+def queue(
+    request: Request, runtime: RuntimeDep, who: ViewerDep, status: str = Query(default="pending", max_length=16)
+) -> HTMLResponse:
     """The queue: proposals of one status (pending by default), newest first."""
     if status not in (*STATUSES, "all"):
         raise HTTPException(status_code=422, detail=f"status: must be one of {', '.join((*STATUSES, 'all'))}")
-    runtime = _runtime(request)
-    with unit_of_work(runtime) as session:
-        proposals.sweep(session=session)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         found = proposals.listing(session=session, status=None if status == "all" else status, limit=200)
         rows = [_row(proposal=p) for p in found]
@@ -223,11 +217,11 @@ def _delta(old: dict, new: dict, key: str) -> float | None:
 
 
 @router.get("/proposals/{proposal_id}")
-def proposal_page(proposal_id: IdPath, request: Request, who: ViewerDep, done: str = "") -> HTMLResponse:
+def proposal_page(
+    proposal_id: IdPath, request: Request, runtime: RuntimeDep, who: ViewerDep, done: str = ""
+) -> HTMLResponse:
     """One proposal: rationale, diff, evidence, backtest with charts, decisions, and the decision form."""
-    runtime = _runtime(request)
-    with unit_of_work(runtime) as session:
-        proposals.sweep(session=session)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         proposal = proposals.get(session=session, proposal_id=proposal_id)
         decided = proposals.decisions(session=session, proposal_id=proposal_id)
@@ -272,6 +266,7 @@ def _figures(*, backtest: dict) -> list[dict]:
 def approve(
     proposal_id: IdPath,
     request: Request,
+    runtime: RuntimeDep,
     who: ViewerDep,
     csrf: CsrfForm,
     reason: ReasonForm,
@@ -279,9 +274,7 @@ def approve(
 ) -> RedirectResponse:
     """Approve what the page showed (bound to its content hash); enough approvals apply it at once."""
     actor = _decider(who=who, csrf=csrf)
-    runtime = _runtime(request)
-    with unit_of_work(runtime) as session:
-        proposals.sweep(session=session)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         proposals.approve(
             session=session,
@@ -300,21 +293,22 @@ def approve(
 def reject(
     proposal_id: IdPath,
     request: Request,
+    runtime: RuntimeDep,
     who: ViewerDep,
     csrf: CsrfForm,
     reason: ReasonForm,
 ) -> RedirectResponse:
     """Reject, with a reason."""
     actor = _decider(who=who, csrf=csrf)
-    with unit_of_work(_runtime(request)) as session:
+    with unit_of_work(runtime) as session:
         proposals.reject(session=session, proposal_id=proposal_id, actor=actor, reason=reason)
     return RedirectResponse(f"/console/proposals/{proposal_id}?done=rejected", status_code=303)
 
 
 @router.get("/rulesets")
-def ruleset_history(request: Request, who: ViewerDep, done: str = "") -> HTMLResponse:
+def ruleset_history(request: Request, runtime: RuntimeDep, who: ViewerDep, done: str = "") -> HTMLResponse:
     """Every ruleset version, newest first, each with its diff from the one before."""
-    with unit_of_work(_runtime(request)) as session:
+    with unit_of_work(runtime) as session:
         active = rulesets.active_number(session=session)
         versions = rulesets.listing(session=session)
         documents = {v.number: rulesets.normalized(version=v) for v in versions}
@@ -333,6 +327,7 @@ def ruleset_history(request: Request, who: ViewerDep, done: str = "") -> HTMLRes
 @router.post("/rulesets/rollback")
 def rollback(
     request: Request,
+    runtime: RuntimeDep,
     who: ViewerDep,
     csrf: CsrfForm,
     to_version: Annotated[int, Form(ge=1, le=2**53)],
@@ -340,7 +335,6 @@ def rollback(
 ) -> RedirectResponse:
     """Make an earlier version active at once (recorded as an applied proposal)."""
     actor = _decider(who=who, csrf=csrf)
-    runtime = _runtime(request)
     with unit_of_work(runtime) as session:
         proposals.rollback(session=session, to_version=to_version, actor=actor, reason=reason)
     sync_ruleset(runtime=runtime)
@@ -348,18 +342,17 @@ def rollback(
 
 
 @router.get("/audit")
-def audit_page(request: Request, who: ViewerDep) -> HTMLResponse:
+def audit_page(request: Request, runtime: RuntimeDep, who: ViewerDep) -> HTMLResponse:
     """Whether the audit chain verifies, and its latest entries."""
-    with unit_of_work(_runtime(request)) as session:
+    with unit_of_work(runtime) as session:
         report = audit.verify(session=session)
         latest = audit.entries(session=session, after=max(report.entries - 50, 0), limit=50)
     return _page(request, "audit.html", who=who, report=report, entries=list(reversed(latest)))
 
 
 @router.get("/models")
-def models_page(request: Request, who: ViewerDep) -> HTMLResponse:
+def models_page(request: Request, runtime: RuntimeDep, who: ViewerDep) -> HTMLResponse:
     """The model versions in service, what the registry's @champion says, and load problems."""
-    runtime = _runtime(request)
     serving = runtime.models.versions()
     rows = []
     for name in MODEL_NAMES:

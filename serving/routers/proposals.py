@@ -6,8 +6,17 @@ from fastapi import APIRouter, Query
 
 from approvals import proposals as service
 from serving import schemas
-from serving.deps import IdPath, OpsLeadDep, ProposerDep, ReaderDep, RuntimeDep, WithdrawerDep, unit_of_work
-from serving.runtime import Runtime, sync_ruleset
+from serving.deps import (
+    IdPath,
+    OpsLeadDep,
+    ProposerDep,
+    ReaderDep,
+    RuntimeDep,
+    WithdrawerDep,
+    sweep_proposals,
+    unit_of_work,
+)
+from serving.runtime import sync_ruleset
 
 router = APIRouter(prefix="/v1/proposals", tags=["proposals"])
 
@@ -21,12 +30,6 @@ def _read(*, session, proposal) -> schemas.ProposalRead:
     return answer
 
 
-def _sweep(runtime: Runtime) -> None:
-    """Expire or mark stale what time or a moved base has overtaken, in its own transaction."""
-    with unit_of_work(runtime) as session:
-        service.sweep(session=session)
-
-
 @router.get("")
 def list_proposals(
     runtime: RuntimeDep,
@@ -37,7 +40,7 @@ def list_proposals(
     limit: int = Query(default=100, ge=1, le=1_000),
 ) -> list[schemas.ProposalRead]:
     """Proposals, newest first, filtered by status, kind or target."""
-    _sweep(runtime)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         found = service.listing(session=session, status=status, kind=kind, target=target, limit=limit)
         return [_read(session=session, proposal=p) for p in found]
@@ -46,7 +49,7 @@ def list_proposals(
 @router.get("/{proposal_id}")
 def get_proposal(proposal_id: IdPath, runtime: RuntimeDep, _: ReaderDep) -> schemas.ProposalRead:
     """One proposal with its decisions."""
-    _sweep(runtime)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         return _read(session=session, proposal=service.get(session=session, proposal_id=proposal_id))
 
@@ -76,7 +79,7 @@ def approve(
     proposal_id: IdPath, body: schemas.DecisionReason, runtime: RuntimeDep, who: OpsLeadDep
 ) -> schemas.ProposalRead:
     """Approve; with enough approvals the change is applied at once, all or nothing."""
-    _sweep(runtime)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         proposal = service.approve(
             session=session,
@@ -98,7 +101,7 @@ def reject(
     proposal_id: IdPath, body: schemas.DecisionReason, runtime: RuntimeDep, who: OpsLeadDep
 ) -> schemas.ProposalRead:
     """Reject, with a reason (the target then cools down)."""
-    _sweep(runtime)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         proposal = service.reject(session=session, proposal_id=proposal_id, actor=who, reason=body.reason)
         return _read(session=session, proposal=proposal)
@@ -119,7 +122,7 @@ def rebase(
     proposal_id: IdPath, body: schemas.RebaseCreate, runtime: RuntimeDep, who: ProposerDep
 ) -> schemas.ProposalRead:
     """Re-anchor a stale proposal on the active version (or current champion); it needs approving again."""
-    _sweep(runtime)
+    sweep_proposals(runtime)
     with unit_of_work(runtime) as session:
         proposal = service.rebase(
             session=session,
