@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import IO
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -19,7 +22,7 @@ from starlette.exceptions import HTTPException
 from approvals.errors import ApprovalsError
 from features.errors import FeaturesError
 from rules.errors import RulesError
-from serving import bodies
+from serving import bodies, proposing
 from serving import runtime as runtime_module
 from serving.console import pages as console
 from serving.metrics import Metrics
@@ -60,6 +63,56 @@ async def _follow_database(app: FastAPI) -> None:
             await asyncio.to_thread(runtime_module.sync_ruleset, runtime=runtime)
         except Exception:  # noqa: BLE001 - a database hiccup must not end the poller; the next tick retries
             log.exception("following the database failed")
+
+
+def _sole_proposer(*, folder: Path) -> IO | None:
+    """An exclusive lock on the data folder's proposer lock file, or None when another worker holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = (folder / "proposer.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+async def _propose_on_schedule(app: FastAPI) -> None:
+    """Run the proposer every `proposer.every_hours` (in a thread), in one worker per data folder.
+
+    A failed pass is logged and counted; the next one runs on time. Proposals only wait for an ops
+    lead: nothing here changes routing.
+    """
+    runtime = app.state.runtime
+    settings = runtime.settings
+    hold = _sole_proposer(folder=settings.data_dir)
+    if hold is None:
+        log.info("another worker runs the scheduled proposer")
+        return
+    try:
+        while True:
+            await asyncio.sleep(settings.proposer.every_hours * 3600)
+            try:
+                run = await asyncio.to_thread(
+                    proposing.propose_all,
+                    database=runtime.database,
+                    folder=settings.warm_start_history or settings.history_dir,
+                    tracking_uri=settings.mlflow_tracking_uri,
+                    policy=settings.approvals,
+                    days=settings.proposer.days,
+                    backtest_orders=settings.proposer.backtest_orders,
+                    late_cost=settings.proposer.late_cost,
+                )
+            except Exception:  # noqa: BLE001 - a failed pass must not end the schedule; the next one retries
+                log.exception("the scheduled proposer failed")
+                app.state.metrics.proposer_runs.labels(outcome="failed").inc()
+                continue
+            filed = [item["target"] for item in run.filed if "proposal" in item]
+            log.info("the scheduled proposer filed %d proposal(s): %s", len(filed), ", ".join(filed) or "none")
+            app.state.metrics.proposer_runs.labels(outcome="done").inc()
+            app.state.metrics.proposals_filed.inc(len(filed))
+    finally:
+        hold.close()
 
 
 class RequestContext:
@@ -111,6 +164,8 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
             watchers.append(asyncio.create_task(_follow_champion(app)))
         if loaded.database is not None:
             watchers.append(asyncio.create_task(_follow_database(app)))
+            if loaded.settings.proposer.every_hours:
+                watchers.append(asyncio.create_task(_propose_on_schedule(app)))
         yield
         for watcher in watchers:
             watcher.cancel()

@@ -313,7 +313,13 @@ def run(
     else:
         console.print("champions already registered; `riskroute train` makes challengers")
     console.print("looking for changes to propose (pending proposals are kept, not repeated)")
-    _propose(folder=settings.history_dir, days=14, backtest_orders=20_000, history=history)
+    _propose(
+        folder=settings.history_dir,
+        days=settings.proposer.days,
+        backtest_orders=settings.proposer.backtest_orders,
+        late_cost=dict(settings.proposer.late_cost),
+        history=history,
+    )
     if not serve_after:
         return
     demo = _demo_tokens(url=settings.database)
@@ -588,90 +594,81 @@ def backtest(
 @app.command()
 def propose(
     history: Annotated[Path | None, typer.Option(help="a twin history folder (default: the embedded one)")] = None,
-    days: Annotated[int, typer.Option(help="how many recent days of history to judge lanes and nodes on")] = 14,
-    backtest_orders: Annotated[int, typer.Option(help="recent orders each proposal's backtest replays")] = 20_000,
+    days: Annotated[
+        int | None, typer.Option(help="recent days of history to judge lanes and nodes on [default: 14]")
+    ] = None,
+    backtest_orders: Annotated[
+        int | None, typer.Option(help="recent orders each proposal's backtest replays [default: 20000]")
+    ] = None,
+    late_cost: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="what a late order costs, TIER=AMOUNT (repeatable); late penalties are tuned against it "
+            "(default: the penalties in force)"
+        ),
+    ] = None,
 ) -> None:
-    """File proposals from the champions with evidence and backtests: lane penalties, capacity caps, promotions."""
+    """File proposals from the champions with evidence and backtests: lanes, capacity caps, late penalties, models.
 
-    _propose(folder=history or get_settings().history_dir, days=days, backtest_orders=backtest_orders)
-
-
-def _propose(*, folder: Path, days: int, backtest_orders: int, history=None) -> None:
-    """Lane findings (delay champion) and capacity findings (congestion champion), filed with their backtests."""
-    import pandas as pd
-
-    from approvals import rulesets
-    from features.history import load_history
-    from features.offline import build_features, prepare
-    from rules.backtest import load_replay, recorded_truth
-    from serving.proposing import (
-        capacity_changes,
-        capacity_findings,
-        file_changes,
-        lane_changes,
-        lane_findings,
-        propose_promotions,
+    Defaults come from RISKROUTE_PROPOSER__* settings, the same the service's scheduled proposer uses.
+    """
+    settings = get_settings()
+    _propose(
+        folder=history or settings.history_dir,
+        days=days or settings.proposer.days,
+        backtest_orders=backtest_orders or settings.proposer.backtest_orders,
+        late_cost=_late_costs(given=late_cost) if late_cost else dict(settings.proposer.late_cost),
     )
-    from serving.runtime import MODEL_NAMES, MlflowChampions, load_models
-    from serving.scorer import replay_risk
+
+
+def _late_costs(*, given: list[str]) -> dict[str, float]:
+    """`TIER=AMOUNT` pairs as a mapping; a bad pair is an error naming it."""
+    from typing import get_args
+
+    from rules.schema import Tier
+
+    costs = {}
+    for pair in given:
+        tier, _, amount = pair.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = -1.0
+        if tier not in get_args(Tier) or value < 0:
+            raise typer.BadParameter(
+                f"{pair!r}: expected TIER=AMOUNT with TIER one of {', '.join(get_args(Tier))} and AMOUNT >= 0",
+                param_hint="--late-cost",
+            )
+        costs[tier] = value
+    return costs
+
+
+def _propose(*, folder: Path, days: int, backtest_orders: int, late_cost: dict[str, float], history=None) -> None:
+    """Lane, capacity, late-penalty and promotion proposals from the champions, filed with their backtests."""
+    from serving.proposing import NoChampion, propose_all
 
     settings = get_settings()
-    loaded = history if history is not None else load_history(path=folder)[0]
-    models, problems = load_models(tracking_uri=settings.mlflow_tracking_uri)
-    if models.carrier_delay is None and models.node_congestion is None:
-        raise typer.BadParameter(f"no champion to propose from: {problems}", param_hint="model")
-    end = loaded.shipments["allocated_at"].max()
-    since = end.floor("D") - pd.Timedelta(days=days)
-    window = (str(since), str(end))
-    # The streams of the history feed the findings and the backtests' pricing: built once.
-    prepared = prepare(history=loaded)
     database = _database()
     try:
-        with database.sessions() as session:
-            ruleset = rulesets.to_ruleset(version=rulesets.active(session=session))
-        lanes, nodes = [], []
-        if models.carrier_delay is not None:
-            services = pd.read_parquet(folder / "services.parquet")
-            lanes = lane_findings(
-                history=loaded, services=services, model=models.carrier_delay, since=since, prepared=prepared
-            )
-            console.print(f"{len(lanes)} lane(s) above their peers since {since:%Y-%m-%d}")
-        if models.node_congestion is not None:
-            table = build_features(history=loaded, start=since.to_datetime64(), prepared=prepared)["node_congestion"]
-            nodes = capacity_findings(
-                table=table,
-                model=models.node_congestion,
-                ruleset=ruleset,
-                since=since,
-                max_cut=settings.approvals.max_capacity_change,
-            )
-            console.print(f"{len(nodes)} node(s) whose congestion risk at their cap exceeds the target")
-        registry = MlflowChampions(tracking_uri=settings.mlflow_tracking_uri)
-        filed = propose_promotions(
-            database=database, policy=settings.approvals, champions=registry, model_names=MODEL_NAMES
-        )
-        if not lanes and not nodes:
-            _print_filed(filed=filed)
-            return
-        replay = load_replay(folder=folder, max_orders=backtest_orders)
-        risk = replay_risk(replay=replay, history=loaded, models=models, prepared=prepared)
-        policy = settings.approvals
-        changes = []
-        if lanes:
-            changes.append(lane_changes(findings=lanes, policy=policy, model=models.carrier_delay, window=window))
-        if nodes:
-            changes.append(capacity_changes(findings=nodes, policy=policy, model=models.node_congestion, window=window))
-        filed += file_changes(
+        run = propose_all(
             database=database,
-            changes=changes,
-            replay=replay,
-            risk=risk,
-            policy=policy,
-            truth=recorded_truth(folder=folder),
+            folder=folder,
+            tracking_uri=settings.mlflow_tracking_uri,
+            policy=settings.approvals,
+            days=days,
+            backtest_orders=backtest_orders,
+            late_cost=late_cost,
+            history=history,
         )
+    except NoChampion as exc:
+        raise typer.BadParameter(str(exc), param_hint="model") from None
     finally:
         database.dispose()
-    _print_filed(filed=filed)
+    console.print(f"{run.lanes} lane(s) above their peers since {run.since:%Y-%m-%d}")
+    console.print(f"{run.nodes} node(s) whose congestion risk at their cap exceeds the target")
+    if not any(item["target"] == "weights:late_penalty" for item in run.filed):
+        console.print("late penalties: no setting within the guardrail lowers cost + lateness enough to propose")
+    _print_filed(filed=run.filed)
 
 
 def _print_filed(*, filed: list[dict]) -> None:

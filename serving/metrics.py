@@ -38,6 +38,18 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.proposer_runs = Counter(
+            "riskroute_proposer_runs_total",
+            "Scheduled proposer passes, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.proposals_filed = Counter(
+            "riskroute_proposals_filed_total",
+            "Proposals the scheduled proposer filed",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         """The exposition text."""
         return generate_latest(self.registry)

@@ -4,10 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from approvals.policy import Policy
+from rules.schema import Tier
+
+
+class Proposer(BaseModel):
+    """How the proposer looks at history (RISKROUTE_PROPOSER__* variables), and whether the service runs it."""
+
+    every_hours: float | None = Field(
+        default=None, gt=0, description="run the proposer inside the service this often; off when unset"
+    )
+    days: int = Field(default=14, ge=1, description="recent days of history that lanes and nodes are judged on")
+    backtest_orders: int = Field(default=20_000, ge=100, description="recent orders each proposal's backtest replays")
+    late_cost: dict[Tier, float] = Field(
+        default_factory=dict, description="what a late order costs per tier (default: the late penalties in force)"
+    )
 
 
 class Settings(BaseSettings):
@@ -39,6 +53,7 @@ class Settings(BaseSettings):
         default=5.0, ge=0, description="how long a worker trusts a checked token (revocation takes at most this)"
     )
     approvals: Policy = Field(default_factory=Policy, description="approvals needed, guardrails, expiry, cooldown")
+    proposer: Proposer = Field(default_factory=Proposer, description="the proposer's look-back and its schedule")
 
     @property
     def database(self) -> str:

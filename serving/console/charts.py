@@ -144,3 +144,31 @@ def lane_effects(*, lanes: list[dict], limit: int = 8) -> str:
         f'width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
         f"<title>Shipments moved per lane</title>{axis}{''.join(bars)}{caption}</svg>"
     )
+
+
+def penalty_sweep(*, sweep: list[dict]) -> str:
+    """Cost + valued lateness per order against the late penalties' scale (1 = today's), from a tuning's sweep."""
+    points = sorted((p["scale"], p["cost_per_order"] + p["lateness_per_order"]) for p in sweep)
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x_at, (x_low, x_high) = _scale(low=min(xs), high=max(xs), start=MARGIN["left"], end=WIDTH - MARGIN["right"])
+    y_at, (y_low, y_high) = _scale(low=min(ys), high=max(ys), start=HEIGHT - MARGIN["bottom"], end=MARGIN["top"])
+    line = " ".join(f"{x_at(x):.1f},{y_at(y):.1f}" for x, y in points)
+    marks = "".join(
+        f'<circle cx="{x_at(x):.1f}" cy="{y_at(y):.1f}" r="{6 if x == 1 else 4}" fill="{OLD if x == 1 else NEW}">'
+        f"<title>penalties x{x:g}: {y:.4f} per order</title></circle>"
+        for x, y in points
+    )
+    body = (
+        _ticks(low=x_low, high=x_high, at=x_at, axis="x", fmt=".2f")
+        + _ticks(low=y_low, high=y_high, at=y_at, axis="y", fmt=_precise(low=y_low, high=y_high, percent=False))
+        + f'<polyline points="{line}" fill="none" stroke="{NEW}" stroke-width="1.5"/>{marks}'
+        + _point_label(x=x_at(1.0), y=y_at(ys[xs.index(1.0)]) if 1.0 in xs else MARGIN["top"], text="today", colour=OLD)
+    )
+    best = min(points, key=lambda p: p[1])
+    return _frame(
+        title="Cost + lateness per order by late-penalty scale",
+        x_label="late penalties, × today's",
+        y_label="cost + lateness per order",
+        body=body,
+        label=f"lowest cost + lateness {best[1]:.4f} per order at {best[0]:g} × today's penalties",
+    )

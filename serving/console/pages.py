@@ -236,6 +236,9 @@ def proposal_page(
             "figures": figures,
             "chart_trade_off": charts.on_time_vs_cost(old=backtest["old"], new=backtest["new"]) if figures else "",
             "chart_lanes": charts.lane_effects(lanes=backtest.get("lanes") or []) if figures else "",
+            "chart_sweep": charts.penalty_sweep(sweep=proposal.evidence["sweep"])
+            if isinstance(proposal.evidence, dict) and proposal.evidence.get("sweep")
+            else "",
             "approvals_so_far": sum(d.decision == "approve" for d in decided),
             "done": done[:40],
             "already_decided": any(d.actor == who.principal.name for d in decided),

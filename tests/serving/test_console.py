@@ -200,3 +200,37 @@ def test_charts_escape_what_they_draw_and_say_when_nothing_moves():
         old={"cost_per_order": 7.5, "expected_on_time": 0.9}, new={"cost_per_order": 7.5, "expected_on_time": 0.9}
     )
     assert flat.count("<circle") == 2 and "nan" not in flat
+
+
+def test_the_penalty_sweep_chart_marks_today_and_names_the_lowest_point():
+    sweep = [{"scale": s, "cost_per_order": 7.0 + 0.2 * s, "lateness_per_order": 3.0 / s} for s in (0.5, 1.0, 1.5)]
+    drawn = charts.penalty_sweep(sweep=sweep)
+    assert drawn.count("<circle") == 3 and ">today<" in drawn
+    # 7.2 + 3.0 at today's penalties; 7.3 + 2.0 at one and a half times them.
+    assert 'aria-label="lowest cost + lateness 9.3000 per order at 1.5 × today' in drawn
+
+
+def test_a_late_penalty_proposal_page_draws_its_sweep_rather_than_listing_it(console):
+    from approvals.db import transaction
+    from approvals.policy import Policy
+    from serving.proposing import PROPOSER
+
+    with console.database.sessions() as session:
+        backtest = proposals.get(session=session, proposal_id=console.ids[0]).backtest
+    sweep = [{"scale": s, "cost_per_order": 7.0 + s, "lateness_per_order": 3.0 / s} for s in (0.5, 1.0, 1.5)]
+    with transaction(sessions=console.database.sessions) as session:
+        proposal = proposals.create(
+            session=session,
+            kind="rule_change",
+            target="weights:late_penalty",
+            diff=[{"op": "replace", "path": "/scoring/late_penalty_by_tier/premium", "value": 60.0}],
+            rationale="Valuing a late order at premium 90, a higher premium penalty costs less in total.",
+            evidence={"lateness_valued_at": {"premium": 90.0}, "sweep": sweep},
+            backtest=backtest,
+            proposer=PROPOSER,
+            policy=Policy(),
+        )
+    _sign_in(console, "ops_lead")
+    text = console.get(f"/console/proposals/{proposal.id}").text
+    assert text.count('<svg class="chart"') == 3 and 'data-testid="sweep"' in text
+    assert "lateness valued at" in text and "lateness_per_order" not in text

@@ -207,3 +207,136 @@ def test_an_equal_challenger_is_not_proposed(tables, tracking, tmp_path):
     args = dict(database=database, policy=Policy(), champions=registry, model_names=("node_congestion",))
     assert propose_promotions(**args) == []
     database.dispose()
+
+
+@pytest.fixture(scope="module")
+def priced(twin, twin_dir, champions_store):
+    """The ten-week twin's newest 3,000 decisions, priced by its champions."""
+    from tests.conftest import served_models
+
+    replay = load_replay(folder=twin_dir, max_orders=3_000)
+    return replay, replay_risk(replay=replay, history=twin, models=served_models(store=champions_store))
+
+
+def test_late_penalties_follow_a_higher_valuation_of_late_premium_orders_within_the_guardrail(priced):
+    from serving.proposing import tune_late_penalty
+
+    replay, risk = priced
+    seed = load_ruleset(path=seed_ruleset_path())
+    tuning = tune_late_penalty(replay=replay, ruleset=seed, risk=risk, values={"premium": 200.0})
+    assert tuning.best.penalties["premium"] == 75.0  # as far as one proposal may move it (+50 %)
+    assert tuning.best.total < tuning.base.total and tuning.gain > 0
+    assert tuning.best.expected_on_time > tuning.base.expected_on_time
+    assert [point["scale"] for point in tuning.sweep] == [0.5, 0.625, 0.75, 0.875, 1.0, 1.125, 1.25, 1.375, 1.5]
+    # Valued at today's penalties, no tuned setting is worse than today's on the same replay.
+    today = tune_late_penalty(replay=replay, ruleset=seed, risk=risk)
+    assert today.best.total <= today.base.total
+
+
+def test_a_late_penalty_proposal_carries_its_sweep_and_passes_the_guardrails(priced, tmp_path):
+    from serving.proposing import weight_changes
+
+    database = migrated_sqlite(folder=tmp_path)
+    with transaction(sessions=database.sessions) as session:
+        rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
+    replay, risk = priced
+    values = {"premium": 200.0}
+    changes = [weight_changes(replay=replay, risk=risk, policy=Policy(), window=("a", "b"), values=values)]
+    (filed,) = file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=Policy())
+    with database.sessions() as session:
+        proposal = proposals.get(session=session, proposal_id=filed["proposal"])
+    assert proposal.target == "weights:late_penalty" and proposal.required_approvals == 1
+    assert {"op": "replace", "path": "/scoring/late_penalty_by_tier/premium", "value": 75.0} in proposal.diff
+    evidence = proposal.evidence
+    assert evidence["lateness_valued_at"]["premium"] == 200.0 and len(evidence["sweep"]) == 9
+    assert evidence["tuned"]["cost_plus_lateness"] < evidence["today"]["cost_plus_lateness"]
+    assert proposal.backtest["new"]["expected_on_time"] > proposal.backtest["old"]["expected_on_time"]
+    assert "premium 50 -> 75" in proposal.rationale
+    database.dispose()
+
+
+def test_protected_late_penalties_are_never_tuned(twin_dir):
+    from rules.backtest import prior_risk
+    from serving.proposing import tune_late_penalty, weight_changes
+
+    replay = load_replay(folder=twin_dir, max_orders=500)
+    seed = load_ruleset(path=seed_ruleset_path())
+    document = seed.model_dump(mode="json") | {"protected": ["scoring.late_penalty_by_tier"]}
+    guarded = type(seed).model_validate(document)
+    risk = prior_risk(replay=replay)
+    assert tune_late_penalty(replay=replay, ruleset=guarded, risk=risk) is None
+    build = weight_changes(replay=replay, risk=risk, policy=Policy(), window=("a", "b"), values={"premium": 500.0})
+    assert build(guarded) == []
+
+
+def _scheduled_service(*, tmp_path, history, store: str, every_hours: float = 0.0003):
+    """The service with the proposer on a short schedule, over a seeded SQLite database."""
+    from fastapi.testclient import TestClient
+
+    from features.online import OnlineFeatureState
+    from serving.app import create_app
+    from serving.runtime import Runtime
+    from serving.settings import Settings
+
+    database = migrated_sqlite(folder=tmp_path)
+    with transaction(sessions=database.sessions) as session:
+        version = rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
+        ruleset = rulesets.to_ruleset(version=version)
+    settings = Settings(
+        data_dir=tmp_path,
+        warm_start_history=history,
+        mlflow_tracking_uri=store,
+        proposer={"every_hours": every_hours, "backtest_orders": 2_000, "late_cost": {"premium": 200.0}},
+    )
+    runtime = Runtime(
+        settings=settings,
+        ruleset=ruleset,
+        ruleset_version=version.number,
+        models=ModelSet(),
+        state=OnlineFeatureState(),
+        database=database,
+    )
+    return TestClient(create_app(runtime=runtime)), database
+
+
+def _wait_for_metric(client, line: str, *, seconds: float = 240.0) -> str:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = client.get("/metrics").text
+        if line in text:
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"{line!r} never appeared in /metrics")
+
+
+def test_the_service_runs_the_proposer_on_its_schedule_when_asked(twin_dir, champions_store, tmp_path):
+    client, database = _scheduled_service(tmp_path=tmp_path, history=twin_dir, store=champions_store)
+    with client:
+        text = _wait_for_metric(client, 'riskroute_proposer_runs_total{outcome="done"} 1.0')
+    with database.sessions() as session:
+        filed = proposals.listing(session=session)
+    assert filed and all(p.proposer == "riskroute-propose" and p.status == "pending" for p in filed)
+    assert "weights:late_penalty" in {p.target for p in filed}  # premium lateness valued at 200
+    assert f"riskroute_proposals_filed_total {float(len(filed))}" in text
+    database.dispose()
+
+
+def test_a_failed_scheduled_pass_is_counted_and_the_service_keeps_answering(tmp_path, champions_store):
+    client, database = _scheduled_service(tmp_path=tmp_path, history=tmp_path / "no-history", store=champions_store)
+    with client:
+        _wait_for_metric(client, 'riskroute_proposer_runs_total{outcome="failed"} 1.0', seconds=60)
+        assert client.get("/healthz").status_code == 200
+    database.dispose()
+
+
+def test_one_worker_per_data_folder_holds_the_proposer(tmp_path):
+    from serving.app import _sole_proposer
+
+    first = _sole_proposer(folder=tmp_path)
+    assert first is not None and _sole_proposer(folder=tmp_path) is None
+    first.close()
+    again = _sole_proposer(folder=tmp_path)
+    assert again is not None
+    again.close()
