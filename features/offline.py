@@ -60,13 +60,17 @@ def build_streams(
     as_of = history_as_of(shipments=shipments) if as_of is None else as_of
     outcomes = outcomes or label_outcomes(shipments=shipments, as_of=as_of)
 
+    columns: dict[str, np.ndarray] = {}
+
+    def column(key: str) -> np.ndarray:
+        # Converted once for all streams; a key column the history lacks reads as missing, which matches nothing.
+        if key not in columns:
+            present = key in shipments.columns
+            columns[key] = shipments[key].to_numpy(dtype=object) if present else np.full(len(shipments), None)
+        return columns[key]
+
     def attrs(stream: str, mask: np.ndarray) -> dict[str, np.ndarray]:
-        # A key column the history lacks reads as missing, which matches nothing.
-        missing = np.full(len(shipments), None, dtype=object)
-        return {
-            k: (shipments[k].to_numpy(dtype=object) if k in shipments.columns else missing)[mask]
-            for k in STREAM_KEYS[stream]
-        }
+        return {k: column(k)[mask] for k in STREAM_KEYS[stream]}
 
     def entries(stream: str, known: np.ndarray, value: np.ndarray) -> StreamEntries:
         mask = ~np.isnat(known)
@@ -98,6 +102,20 @@ def build_streams(
     }
 
 
+@dataclass(frozen=True)
+class RowKey:
+    """One key column of a batch of rows, factorized: a code per row (-1 when missing) into its distinct values."""
+
+    codes: np.ndarray
+    uniques: np.ndarray
+
+    @classmethod
+    def of(cls, column: np.ndarray) -> RowKey:
+        """Factorize a column (None and NaN are missing)."""
+        codes, uniques = pd.factorize(np.asarray(column, dtype=object), use_na_sentinel=True)
+        return cls(codes=codes, uniques=np.asarray(uniques, dtype=object))
+
+
 class _EntryIndex:
     """One stream's entries sorted by (key, time), answering window sums for rows of any keys.
 
@@ -120,16 +138,18 @@ class _EntryIndex:
         self.composite = code[order] * KEY_SHIFT + entries.time[order]
         self.cumulative = np.concatenate([[0.0], np.cumsum(entries.value[order])])
 
-    def row_codes(self, *, rows: dict[str, np.ndarray], keys: tuple[str, ...]) -> np.ndarray:
+    def row_codes(self, *, rows: dict[str, RowKey], keys: tuple[str, ...]) -> np.ndarray:
         """Each row's key code; -1 (matching nothing) for a missing key or a key no entry has."""
-        n_rows = len(next(iter(rows.values())))
+        n_rows = len(next(iter(rows.values())).codes)
         code = np.zeros(n_rows, dtype=np.int64)
         unmatched = np.zeros(n_rows, dtype=bool)
         for key, (uniques, size, combos) in zip(keys, self.levels):
-            column = np.asarray(rows[key], dtype=object)
-            values = uniques.get_indexer(column)
+            column = rows[key]
+            # Looked up once per distinct row value, then spread: rows repeat a few keys many times.
+            found = uniques.get_indexer(pd.Index(column.uniques, dtype=object))
+            values = np.append(found, -1)[column.codes]  # code -1 (missing) reads the appended -1
             # A missing row key never matches an entry whose key is missing; an unseen value matches nothing.
-            unmatched |= (values < 0) | pd.isna(column)
+            unmatched |= values < 0
             combined = code * np.int64(size + 1) + (values.astype(np.int64) + 1)
             code = combos.get_indexer(combined).astype(np.int64)
             unmatched |= code < 0
@@ -182,7 +202,9 @@ def features_for_rows(
     """
     t = epoch_seconds(rows["allocated_at"])
     static = static_features(rows=rows)
-    key_columns = {k: static[k] for k in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id")}
+    key_columns = {
+        k: RowKey.of(static[k]) for k in ("carrier", "service", "origin_region", "dest_region", "node_type", "node_id")
+    }
     aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     indexes = {} if indexes is None else indexes
     row_codes: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}

@@ -207,6 +207,10 @@ def decide_orders(
         capacity=batch.cand_capacity,
         weekday=None if batch.order_weekday is None else batch.order_weekday[batch.cand_order],
     )
+    hazmat = ruleset.eligibility.hazmat
+    hazmat_blocked = ~np.isin(batch.cand_node_type[batch.opt_cand], hazmat.allowed_node_types) | np.isin(
+        batch.opt_service, hazmat.forbidden_services
+    )
     # Ties on price go to the smaller (carrier, service): their rank, computed once for the batch.
     carrier_code = pd.factorize(batch.opt_carrier, sort=True)[0]
     service_code = pd.factorize(batch.opt_service, sort=True)[0]
@@ -244,6 +248,8 @@ def decide_orders(
             rule=rule,
             base_price=base_price,
             tiebreak=tiebreak,
+            option_order=order_of_option,
+            hazmat_blocked=hazmat_blocked,
             ruleset=ruleset,
             max_blocks=max_blocks,
             out=(out_option, out_mask, out_total, run_option, run_mask, run_total),
@@ -320,6 +326,8 @@ def _solve(
     rule: np.ndarray,
     base_price: np.ndarray,
     tiebreak: np.ndarray,
+    option_order: np.ndarray,
+    hazmat_blocked: np.ndarray,
     ruleset: Ruleset,
     max_blocks: int,
     out: tuple[np.ndarray, ...],
@@ -336,6 +344,8 @@ def _solve(
             rule=rule,
             base_price=base_price,
             tiebreak=tiebreak,
+            option_order=option_order,
+            hazmat_blocked=hazmat_blocked,
             ruleset=ruleset,
             max_blocks=max_blocks,
             out=out,
@@ -351,6 +361,8 @@ def _solve_group(
     rule: np.ndarray,
     base_price: np.ndarray,
     tiebreak: np.ndarray,
+    option_order: np.ndarray,
+    hazmat_blocked: np.ndarray,
     ruleset: Ruleset,
     max_blocks: int,
     out: tuple[np.ndarray, ...],
@@ -361,7 +373,7 @@ def _solve_group(
     in_group = np.zeros(batch.n_orders, dtype=bool)
     in_group[orders] = True
     cands = np.flatnonzero(in_group[batch.cand_order])
-    rows = np.flatnonzero(in_group[batch.cand_order[batch.opt_cand]])
+    rows = np.flatnonzero(in_group[option_order])
     out_option[orders] = -1
     out_mask[orders] = -1
     out_total[orders] = np.inf
@@ -374,36 +386,30 @@ def _solve_group(
     local = np.full(len(batch.cand_order), -1, dtype=np.int64)
     local[cands] = np.arange(len(cands))
     row_cand = local[batch.opt_cand[rows]]
-    row_order = batch.cand_order[batch.opt_cand[rows]]
+    row_order = option_order[rows]
     subsets = np.arange(n_subsets, dtype=np.int64)
-    bits = (subsets[:, None] >> np.arange(n)[None, :]) & 1  # subsets x units
-    quantity = batch.unit_quantity[row_order][:, :n]
-    hazmat_units = batch.unit_hazmat[row_order][:, :n]
-    units_count = quantity @ bits.T  # rows x subsets
-    has_hazmat = (hazmat_units.astype(np.int64) @ bits.T) > 0
-    hazmat = ruleset.eligibility.hazmat
-    node_type = batch.cand_node_type[batch.opt_cand[rows]]
-    hazmat_blocked = ~np.isin(node_type, hazmat.allowed_node_types) | np.isin(
-        batch.opt_service[rows], hazmat.forbidden_services
-    )
+    bits = ((subsets[:, None] >> np.arange(n)[None, :]) & 1).astype(np.float64)  # subsets x units
+    # Per order (`orders` is sorted), then spread to its options; float products run on BLAS, counts stay exact.
+    row_slot = np.searchsorted(orders, row_order)
+    units_count = (batch.unit_quantity[orders, :n].astype(np.float64) @ bits.T)[row_slot]
+    has_hazmat = ((batch.unit_hazmat[orders, :n].astype(np.float64) @ bits.T) > 0)[row_slot]
     handling_cost = batch.cand_handling_cost[batch.opt_cand[rows]]
     handling = handling_cost[:, None] * (1 + ruleset.scoring.handling_per_extra_unit * (units_count - 1))
     total = base_price[rows][:, None] + handling
     stocked = (subsets[None, :] & ~batch.cand_supply[batch.opt_cand[rows]][:, None]) == 0
-    eligible = (rule[rows] == NO_RULE)[:, None] & stocked & ~(has_hazmat & hazmat_blocked[:, None])
+    eligible = (rule[rows] == NO_RULE)[:, None] & stocked & ~(has_hazmat & hazmat_blocked[rows][:, None])
     eligible[:, 0] = False
 
     # Cheapest eligible option per (candidate, subset); ties to the smaller (carrier, service), then the earlier row.
     n_cands = len(cands)
     best = np.full((n_cands, n_subsets), np.inf)
     pick = np.full((n_cands, n_subsets), -1, dtype=np.int64)
-    r, s = np.nonzero(eligible)
-    if r.size:
-        order = np.lexsort((r, tiebreak[rows[r]], total[r, s], s, row_cand[r]))
-        c, s_sorted, r_sorted = row_cand[r][order], s[order], r[order]
-        first = np.r_[True, (c[1:] != c[:-1]) | (s_sorted[1:] != s_sorted[:-1])]
-        best[c[first], s_sorted[first]] = total[r_sorted[first], s_sorted[first]]
-        pick[c[first], s_sorted[first]] = rows[r_sorted[first]]
+    for subset in range(1, n_subsets):
+        r = np.flatnonzero(eligible[:, subset])
+        if r.size:
+            winner = _least_per_run(runs=row_cand[r], keys=(total[r, subset], tiebreak[rows[r]]))
+            best[row_cand[r[winner]], subset] = total[r[winner], subset]
+            pick[row_cand[r[winner]], subset] = rows[r[winner]]
 
     # Orders of the group, and each candidate's position among its order's candidates (= node id rank).
     group_order = batch.cand_order[cands]
@@ -470,6 +476,20 @@ def _solve_group(
             for b, mask in enumerate(masks):
                 option_out[o, b] = pick[chosen_cands[within[i], b], mask]
                 mask_out[o, b] = mask
+
+
+def _least_per_run(*, runs: np.ndarray, keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Per run of equal values in the sorted `runs`, the position of its least element by `keys` (the first on ties).
+
+    A few linear passes instead of a sort: the backtest calls this on millions of options.
+    """
+    starts = np.r_[0, np.flatnonzero(runs[1:] != runs[:-1]) + 1]
+    lengths = np.diff(np.r_[starts, len(runs)])
+    tied = np.ones(len(runs), dtype=bool)
+    for key in keys:
+        masked = np.where(tied, key, np.inf)
+        tied &= masked == np.repeat(np.minimum.reduceat(masked, starts), lengths)
+    return np.minimum.reduceat(np.where(tied, np.arange(len(runs)), len(runs)), starts)
 
 
 def _cheapest(

@@ -65,16 +65,24 @@ def _ticks(*, low: float, high: float, at, axis: str, fmt: str) -> str:
     return "".join(marks)
 
 
+def _axes(*, xs: list[float], ys: list[float], x_fmt: str | None, y_percent: bool):
+    """Scales for the points, and the tick labels of both axes (x formatted by `x_fmt`, or to its precision)."""
+    x_at, (x_low, x_high) = _scale(low=min(xs), high=max(xs), start=MARGIN["left"], end=WIDTH - MARGIN["right"])
+    y_at, (y_low, y_high) = _scale(low=min(ys), high=max(ys), start=HEIGHT - MARGIN["bottom"], end=MARGIN["top"])
+    ticks = _ticks(
+        low=x_low, high=x_high, at=x_at, axis="x", fmt=x_fmt or _precise(low=x_low, high=x_high, percent=False)
+    ) + _ticks(low=y_low, high=y_high, at=y_at, axis="y", fmt=_precise(low=y_low, high=y_high, percent=y_percent))
+    return x_at, y_at, ticks
+
+
 def on_time_vs_cost(*, old: dict, new: dict) -> str:
     """Expected on-time rate against cost per order, the base ruleset and the proposed one, with the move."""
     xs = [old["cost_per_order"], new["cost_per_order"]]
     ys = [old["expected_on_time"], new["expected_on_time"]]
-    x_at, (x_low, x_high) = _scale(low=min(xs), high=max(xs), start=MARGIN["left"], end=WIDTH - MARGIN["right"])
-    y_at, (y_low, y_high) = _scale(low=min(ys), high=max(ys), start=HEIGHT - MARGIN["bottom"], end=MARGIN["top"])
+    x_at, y_at, ticks = _axes(xs=xs, ys=ys, x_fmt=None, y_percent=True)
     (x0, y0), (x1, y1) = (x_at(xs[0]), y_at(ys[0])), (x_at(xs[1]), y_at(ys[1]))
     body = (
-        _ticks(low=x_low, high=x_high, at=x_at, axis="x", fmt=_precise(low=x_low, high=x_high, percent=False))
-        + _ticks(low=y_low, high=y_high, at=y_at, axis="y", fmt=_precise(low=y_low, high=y_high, percent=True))
+        ticks
         + f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="#bbb" stroke-dasharray="4 3"/>'
         + f'<circle cx="{x0:.1f}" cy="{y0:.1f}" r="6" fill="{OLD}"><title>base: '
         + f"{ys[0]:.2%} on time, {xs[0]:.3f} per order</title></circle>"
@@ -150,8 +158,7 @@ def penalty_sweep(*, sweep: list[dict]) -> str:
     """Cost + valued lateness per order against the late penalties' scale (1 = today's), from a tuning's sweep."""
     points = sorted((p["scale"], p["cost_per_order"] + p["lateness_per_order"]) for p in sweep)
     xs, ys = [x for x, _ in points], [y for _, y in points]
-    x_at, (x_low, x_high) = _scale(low=min(xs), high=max(xs), start=MARGIN["left"], end=WIDTH - MARGIN["right"])
-    y_at, (y_low, y_high) = _scale(low=min(ys), high=max(ys), start=HEIGHT - MARGIN["bottom"], end=MARGIN["top"])
+    x_at, y_at, ticks = _axes(xs=xs, ys=ys, x_fmt=".2f", y_percent=False)
     line = " ".join(f"{x_at(x):.1f},{y_at(y):.1f}" for x, y in points)
     marks = "".join(
         f'<circle cx="{x_at(x):.1f}" cy="{y_at(y):.1f}" r="{6 if x == 1 else 4}" fill="{OLD if x == 1 else NEW}">'
@@ -159,8 +166,7 @@ def penalty_sweep(*, sweep: list[dict]) -> str:
         for x, y in points
     )
     body = (
-        _ticks(low=x_low, high=x_high, at=x_at, axis="x", fmt=".2f")
-        + _ticks(low=y_low, high=y_high, at=y_at, axis="y", fmt=_precise(low=y_low, high=y_high, percent=False))
+        ticks
         + f'<polyline points="{line}" fill="none" stroke="{NEW}" stroke-width="1.5"/>{marks}'
         + _point_label(x=x_at(1.0), y=y_at(ys[xs.index(1.0)]) if 1.0 in xs else MARGIN["top"], text="today", colour=OLD)
     )
