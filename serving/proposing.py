@@ -452,18 +452,68 @@ def promotion_finding(*, model_name: str, min_gain: float = 0.005) -> tuple[str,
     return alias_version(model_name=model_name, alias=CHALLENGER), evidence
 
 
+def promotion_backtest(
+    *,
+    replay: Replay,
+    history: History,
+    models,
+    risk: Risk,
+    ruleset: Ruleset,
+    prepared: Prepared | None = None,
+    truth: pd.DataFrame | None = None,
+) -> Callable[[str, str], dict]:
+    """A backtest per promotion: the same orders under the same ruleset, priced by the champions (`risk`) and again
+    with the challenger version in place of its champion. Each side's expected figures are its own models' view;
+    the twin's `truth` says which is nearer the true on-time rate where history made the same plans."""
+    from dataclasses import replace
+
+    from serving.scorer import replay_risk
+    from training.tracking import load_registered
+
+    def run(name: str, version: str) -> dict:
+        challenger = load_registered(model_name=name, version=version)
+        priced = replay_risk(
+            replay=replay, history=history, models=replace(models, **{name: challenger}), prepared=prepared
+        )
+        old = replay_ruleset(replay=replay, ruleset=ruleset, risk=risk)
+        new = replay_ruleset(replay=replay, ruleset=ruleset, risk=priced)
+        summary = backtest_summary(report=compare(replay=replay, old=old, new=new, sample=3, truth=truth), risk=priced)
+        summary["risk"] = f"old: {risk.source}; new: {priced.source}"
+        return summary
+
+    return run
+
+
 def _rounded(scores: dict[str, float]) -> dict[str, float]:
     return {k: round(float(v), 5) for k, v in scores.items()}
 
 
-def propose_promotions(*, database: Database, policy: Policy, champions, model_names: tuple[str, ...]) -> list[dict]:
-    """File a model promotion where a challenger beats its champion on the same window; what was filed or skipped."""
+def propose_promotions(
+    *,
+    database: Database,
+    policy: Policy,
+    champions,
+    model_names: tuple[str, ...],
+    backtest: Callable[[str, str], dict] | None = None,
+) -> list[dict]:
+    """File a model promotion where a challenger beats its champion on the same window; what was filed or skipped.
+
+    `backtest(name, version)`, when given, replays recent orders with the challenger pricing risk in
+    place of the champion (see `promotion_backtest`), so the ops lead sees what the promotion would route.
+    """
+    from training.errors import TrainingError
+
     filed = []
     for name in model_names:
         found = promotion_finding(model_name=name)
         if found is None:
             continue
         version, evidence = found
+        try:
+            summary = backtest(name, version) if backtest is not None else None
+        except TrainingError as exc:
+            filed.append({"target": f"model:{name}", "skipped": f"the challenger could not be backtested: {exc}"})
+            continue
         champion, challenger = evidence["champion"], evidence["challenger"]
         rationale = (
             f"{name} {challenger['label']} scores log loss {challenger['logloss']:.4f} against the champion's "
@@ -480,6 +530,7 @@ def propose_promotions(*, database: Database, policy: Policy, champions, model_n
                     diff={"model": name, "version": version},
                     rationale=rationale,
                     evidence=evidence,
+                    backtest=summary,
                     proposer=PROPOSER,
                     policy=policy,
                     champions=champions,
@@ -737,17 +788,23 @@ def propose_all(
         nodes = capacity_findings(
             table=table, model=models.node_congestion, ruleset=ruleset, since=since, max_cut=policy.max_capacity_change
         )
-    registry = MlflowChampions(tracking_uri=tracking_uri)
-    filed = propose_promotions(database=database, policy=policy, champions=registry, model_names=MODEL_NAMES)
     replay = load_replay(folder=folder, max_orders=backtest_orders)
     risk = replay_risk(replay=replay, history=loaded, models=models, prepared=prepared)
+    truth = recorded_truth(folder=folder)
+    filed = propose_promotions(
+        database=database,
+        policy=policy,
+        champions=MlflowChampions(tracking_uri=tracking_uri),
+        model_names=MODEL_NAMES,
+        backtest=promotion_backtest(
+            replay=replay, history=loaded, models=models, risk=risk, ruleset=ruleset, prepared=prepared, truth=truth
+        ),
+    )
     changes = []
     if lanes:
         changes.append(lane_changes(findings=lanes, policy=policy, model=models.carrier_delay, window=window))
     if nodes:
         changes.append(capacity_changes(findings=nodes, policy=policy, model=models.node_congestion, window=window))
     changes.append(weight_changes(replay=replay, risk=risk, policy=policy, window=window, values=late_cost))
-    filed += file_changes(
-        database=database, changes=changes, replay=replay, risk=risk, policy=policy, truth=recorded_truth(folder=folder)
-    )
+    filed += file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy, truth=truth)
     return ProposerRun(since=since, lanes=len(lanes), nodes=len(nodes), filed=filed)

@@ -167,8 +167,10 @@ def _services(folder):
     return pd.read_parquet(folder / "services.parquet")
 
 
-def test_a_challenger_that_beats_its_champion_is_proposed_for_promotion_once(tables, tracking, tmp_path):
-    from serving.proposing import propose_promotions
+def test_a_challenger_that_beats_its_champion_is_proposed_for_promotion_once_with_a_routing_backtest(
+    tables, tracking, twin, twin_dir, tmp_path
+):
+    from serving.proposing import promotion_backtest, propose_promotions
     from serving.runtime import MlflowChampions
 
     table = tables["node_congestion"]
@@ -181,16 +183,25 @@ def test_a_challenger_that_beats_its_champion_is_proposed_for_promotion_once(tab
     with transaction(sessions=database.sessions) as session:
         rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
     registry = MlflowChampions(tracking_uri=tracking)
+    replay = load_replay(folder=twin_dir, max_orders=1_500)
+    models = ModelSet(node_congestion=load_registered(model_name="node_congestion", alias="champion"))
+    risk = replay_risk(replay=replay, history=twin, models=models)
+    seed = load_ruleset(path=seed_ruleset_path())
+    backtest = promotion_backtest(replay=replay, history=twin, models=models, risk=risk, ruleset=seed)
     args = dict(database=database, policy=Policy(), champions=registry, model_names=("node_congestion",))
-    (filed,) = propose_promotions(**args)
+    (filed,) = propose_promotions(**args, backtest=backtest)
     with database.sessions() as session:
         proposal = proposals.get(session=session, proposal_id=filed["proposal"])
     assert proposal.kind == "model_promotion" and proposal.diff == {"model": "node_congestion", "version": "2"}
+    # The same orders and ruleset, priced by the champion (v1) and by the challenger (v2).
+    assert proposal.backtest["orders"] == 1_500 and proposal.backtest["old"]["ruleset"] == "seed"
+    assert "node_congestion v1" in proposal.backtest["risk"] and "node_congestion v2" in proposal.backtest["risk"]
+    assert proposal.backtest["old"]["expected_on_time"] != proposal.backtest["new"]["expected_on_time"]
     assert proposal.base_champion == "1"
     evidence = proposal.evidence
     assert evidence["challenger"]["logloss"] < evidence["champion"]["logloss"] and evidence["log_loss_gain"] >= 0.005
     assert "log loss" in proposal.rationale
-    (again,) = propose_promotions(**args)
+    (again,) = propose_promotions(**args, backtest=backtest)
     assert "skipped" in again
     database.dispose()
 
