@@ -99,9 +99,7 @@ async def _propose_on_schedule(app: FastAPI) -> None:
                     folder=settings.warm_start_history or settings.history_dir,
                     tracking_uri=settings.mlflow_tracking_uri,
                     policy=settings.approvals,
-                    days=settings.proposer.days,
-                    backtest_orders=settings.proposer.backtest_orders,
-                    late_cost=settings.proposer.late_cost,
+                    proposer=settings.proposer,
                 )
             except Exception:  # noqa: BLE001 - a failed pass must not end the schedule; the next one retries
                 log.exception("the scheduled proposer failed")

@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from features.errors import FeaturesError
-from serving.settings import get_settings
+from serving.settings import Proposer, get_settings
 
 app = typer.Typer(
     help="riskroute: risk-aware order routing with versioned rules, calibrated risk models and approvals.",
@@ -313,13 +314,7 @@ def run(
     else:
         console.print("champions already registered; `riskroute train` makes challengers")
     console.print("looking for changes to propose (pending proposals are kept, not repeated)")
-    _propose(
-        folder=settings.history_dir,
-        days=settings.proposer.days,
-        backtest_orders=settings.proposer.backtest_orders,
-        late_cost=dict(settings.proposer.late_cost),
-        history=history,
-    )
+    _propose(folder=settings.history_dir, proposer=settings.proposer, history=history)
     if not serve_after:
         return
     demo = _demo_tokens(url=settings.database)
@@ -613,12 +608,15 @@ def propose(
     Defaults come from RISKROUTE_PROPOSER__* settings, the same the service's scheduled proposer uses.
     """
     settings = get_settings()
-    _propose(
-        folder=history or settings.history_dir,
-        days=days or settings.proposer.days,
-        backtest_orders=backtest_orders or settings.proposer.backtest_orders,
-        late_cost=_late_costs(given=late_cost) if late_cost else dict(settings.proposer.late_cost),
-    )
+    given = {"days": days, "backtest_orders": backtest_orders, "late_cost": _late_costs(given=late_cost or [])}
+    try:
+        proposer = Proposer.model_validate(
+            {**settings.proposer.model_dump(), **{k: v for k, v in given.items() if v is not None and v != {}}}
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise typer.BadParameter(error["msg"], param_hint=f"--{str(error['loc'][0]).replace('_', '-')}") from None
+    _propose(folder=history or settings.history_dir, proposer=proposer)
 
 
 def _late_costs(*, given: list[str]) -> dict[str, float]:
@@ -643,7 +641,7 @@ def _late_costs(*, given: list[str]) -> dict[str, float]:
     return costs
 
 
-def _propose(*, folder: Path, days: int, backtest_orders: int, late_cost: dict[str, float], history=None) -> None:
+def _propose(*, folder: Path, proposer: Proposer, history=None) -> None:
     """Lane, capacity, late-penalty and promotion proposals from the champions, filed with their backtests."""
     from serving.proposing import NoChampion, propose_all
 
@@ -655,9 +653,7 @@ def _propose(*, folder: Path, days: int, backtest_orders: int, late_cost: dict[s
             folder=folder,
             tracking_uri=settings.mlflow_tracking_uri,
             policy=settings.approvals,
-            days=days,
-            backtest_orders=backtest_orders,
-            late_cost=late_cost,
+            proposer=proposer,
             history=history,
         )
     except NoChampion as exc:

@@ -27,6 +27,7 @@ from features.schema import PLAN_COLUMNS
 from rules.backtest import Replay, Risk, compare, replay_ruleset
 from rules.batch import caps
 from rules.schema import WEEKDAYS, Ruleset
+from serving.settings import Proposer
 from training.tracking import RegisteredModel
 
 PROPOSER = Principal(name="riskroute-propose", role="data_scientist")
@@ -749,16 +750,14 @@ def propose_all(
     folder: Path,
     tracking_uri: str | None,
     policy: Policy,
-    days: int = 14,
-    backtest_orders: int = 20_000,
-    late_cost: dict[str, float] | None = None,
+    proposer: Proposer,
     history: History | None = None,
 ) -> ProposerRun:
     """One pass of the proposer over a twin history: lanes, capacity caps, late penalties and promotions, filed.
 
-    Findings are judged on the last `days` of history; every rule change is backtested on the newest
-    `backtest_orders` recorded decisions. Late penalties are tuned against `late_cost` per tier (by
-    default the penalties in force). Pending proposals are kept, not repeated.
+    Findings are judged on the last `proposer.days` of history; every change is backtested on the
+    newest `proposer.backtest_orders` recorded decisions; late penalties are tuned against
+    `proposer.late_cost` (by default the penalties in force). Pending proposals are kept, not repeated.
     """
     from features.history import load_history
     from features.offline import build_features
@@ -771,7 +770,7 @@ def propose_all(
     if models.carrier_delay is None and models.node_congestion is None:
         raise NoChampion(f"no champion to propose from: {problems}")
     end = loaded.shipments["allocated_at"].max()
-    since = end.floor("D") - pd.Timedelta(days=days)
+    since = end.floor("D") - pd.Timedelta(days=proposer.days)
     window = (str(since), str(end))
     # The streams of the history feed the findings and the backtests' pricing: built once.
     prepared = prepare(history=loaded)
@@ -788,7 +787,7 @@ def propose_all(
         nodes = capacity_findings(
             table=table, model=models.node_congestion, ruleset=ruleset, since=since, max_cut=policy.max_capacity_change
         )
-    replay = load_replay(folder=folder, max_orders=backtest_orders)
+    replay = load_replay(folder=folder, max_orders=proposer.backtest_orders)
     risk = replay_risk(replay=replay, history=loaded, models=models, prepared=prepared)
     truth = recorded_truth(folder=folder)
     filed = propose_promotions(
@@ -805,6 +804,8 @@ def propose_all(
         changes.append(lane_changes(findings=lanes, policy=policy, model=models.carrier_delay, window=window))
     if nodes:
         changes.append(capacity_changes(findings=nodes, policy=policy, model=models.node_congestion, window=window))
-    changes.append(weight_changes(replay=replay, risk=risk, policy=policy, window=window, values=late_cost))
+    changes.append(
+        weight_changes(replay=replay, risk=risk, policy=policy, window=window, values=dict(proposer.late_cost))
+    )
     filed += file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=policy, truth=truth)
     return ProposerRun(since=since, lanes=len(lanes), nodes=len(nodes), filed=filed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,7 +20,7 @@ class Proposer(BaseModel):
     )
     days: int = Field(default=14, ge=1, description="recent days of history that lanes and nodes are judged on")
     backtest_orders: int = Field(default=20_000, ge=100, description="recent orders each proposal's backtest replays")
-    late_cost: dict[Tier, float] = Field(
+    late_cost: dict[Tier, Annotated[float, Field(ge=0)]] = Field(
         default_factory=dict, description="what a late order costs per tier (default: the late penalties in force)"
     )
 
