@@ -228,7 +228,8 @@ def closed_loop() -> dict:
 
     def forward(*, before, after, priced: bool) -> tuple[float, float]:
         """Run the twin with `before` routing until the approval and `after` from then on; true figures after it."""
-        risk = TwinModelRisk(models=models) if priced else None
+        # The scenario announces the same disruptions in every run: the models hear of each when it is announced.
+        risk = TwinModelRisk(models=models, notices=history.notices) if priced else None
         policy = SwitchAt(
             at=int(now.timestamp()),
             before=RulesetPolicy(ruleset=before, risk=risk),

@@ -4,8 +4,9 @@ The twin hands over each simulated day's shipments (`observe`), outcomes include
 they happen; the streams are rebuilt from the last weeks of them, and each feature window counts
 only entries before the wave's time, so a wave is priced on exactly what the run had made known
 before it. Today's own shipments reach the streams when the day ends; today's node state —
-announced capacity, backlog, load assigned so far — is read from the wave itself. Until the run
-has a day of history, the historical-rate base rates price it.
+announced capacity, backlog, load assigned so far — is read from the wave itself. Disruption
+notices (the run's scenario announces the same ones whatever the routing) count from the moment
+they are announced, as in service. Until the run has a day of history, the base rates price it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ LOOKBACK_DAYS = 45  # the longest window (28 days) plus the longest a shipment t
 class TwinModelRisk:
     """Prices a twin wave's options with the models on features the run has produced so far."""
 
-    def __init__(self, *, models: ModelSet) -> None:
+    def __init__(self, *, models: ModelSet, notices: pd.DataFrame | None = None) -> None:
         self.models = models
+        self.notices = notices
         self.days: list[pd.DataFrame] = []
         self.streams = None
         self.indexes: dict = {}
@@ -86,7 +88,7 @@ class TwinModelRisk:
             }
         )
         features = features_for_rows(
-            rows=rows, streams=self.streams, node_days=node_days, notices=None, indexes=self.indexes
+            rows=rows, streams=self.streams, node_days=node_days, notices=self.notices, indexes=self.indexes
         )
         # Today's allocations are not in the streams until the day ends: the wave knows them exactly.
         assigned = batch.node_assigned[node].astype(np.float64)

@@ -71,3 +71,44 @@ def test_a_wave_is_priced_by_the_models_on_what_the_run_knew_before_it(champions
         earlier.observe(_later(shipments, after=start - pd.Timedelta(days=2)))
     moved = earlier(batch, option_cand, option_cs)
     assert not (np.allclose(moved[0], delay) and np.allclose(moved[1], congestion))
+
+
+def test_a_wave_counts_disruption_notices_only_once_they_are_announced(champions_store, monkeypatch):
+    import serving.twin_risk as twin_risk
+    from features.twin.network import REGIONS
+
+    models = served_models(store=champions_store)
+    recorder = Recorder(risk=TwinModelRisk(models=models), day=6)
+    simulate(scenario=small_scenario(days=8, orders_per_day=250), policy=recorder)
+    batch, option_cand, option_cs, (delay, congestion), days = recorder.kept
+    start = pd.Timestamp(int(batch.decision_time.min()), unit="s")
+    # What the models read: the real feature definitions, kept for a look.
+    read = []
+    real = twin_risk.features_for_rows
+    monkeypatch.setattr(twin_risk, "features_for_rows", lambda **kw: read.append(real(**kw)) or read[-1])
+
+    def priced(*, announced: pd.Timestamp):
+        notices = pd.DataFrame(
+            {
+                "kind": "weather",
+                "carrier": None,
+                "region": list(REGIONS),
+                "start": start - pd.Timedelta(days=1),
+                "end": start + pd.Timedelta(days=3),
+                "severity": 2.0,
+                "announced_at": announced,
+            }
+        )
+        risk = TwinModelRisk(models=models, notices=notices)
+        for shipments in days:
+            risk.observe(shipments)
+        return risk(batch, option_cand, option_cs)
+
+    # Announced after the wave began: unknown to it, the prices are those without any notice.
+    later = priced(announced=start + pd.Timedelta(minutes=1))
+    assert (read[-1]["disruptions_known"] == 0).all()
+    np.testing.assert_allclose(later[0], delay, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(later[1], congestion, rtol=0, atol=1e-12)
+    # Announced the day before, every option of the wave reads the storm on its region.
+    priced(announced=start - pd.Timedelta(days=1))
+    assert (read[-1]["disruptions_known"] == 1).all() and (read[-1]["disruption_severity"] == 2.0).all()
