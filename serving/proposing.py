@@ -1,5 +1,6 @@
 """Proposals from the models: a lane penalty where a carrier's delay risk stays well above its peers,
-a capacity cap where a node's congestion risk at its cap stays above the ruleset's target.
+a capacity cap where a node's congestion risk at its cap stays above the ruleset's target, late
+penalties that lower cost + lateness on a backtest, and a challenger's promotion.
 
 It joins what no single package owns: recent history and its point-in-time features (`features`),
 the champion delay model (`training`), a backtest of the change (`rules`), and the approval loop
@@ -721,6 +722,7 @@ def weight_changes(
 
 
 def _point_evidence(*, point: PenaltyPoint) -> dict:
+    """One penalty setting's figures, rounded for the evidence."""
     return {
         "late_penalty_by_tier": point.penalties,
         "cost_per_order": round(point.cost_per_order, 4),
