@@ -154,7 +154,9 @@ def closed_loop() -> dict:
     from features.twin.scenario import load_scenario
     from features.twin.simulate import simulate
     from rules.twin import RulesetPolicy
-    from serving.proposing import capacity_changes, capacity_findings, file_changes, lane_changes, lane_findings
+    from serving.proposing.capacity import capacity_changes, capacity_findings
+    from serving.proposing.filing import file_changes
+    from serving.proposing.lanes import lane_changes, lane_findings
     from serving.scorer import ModelSet
     from serving.twin_risk import TwinModelRisk
     from training.datasets import default_windows

@@ -22,10 +22,11 @@ from starlette.exceptions import HTTPException
 from approvals.errors import ApprovalsError
 from features.errors import FeaturesError
 from rules.errors import RulesError
-from serving import bodies, proposing
+from serving import bodies
 from serving import runtime as runtime_module
 from serving.console import pages as console
 from serving.metrics import Metrics
+from serving.proposing.run import propose_all
 from serving.routers import audit, events, health, proposals, routing, rulesets, scores, tokens
 from serving.settings import Settings, get_settings
 from training.errors import TrainingError
@@ -94,7 +95,7 @@ async def _propose_on_schedule(app: FastAPI) -> None:
             await asyncio.sleep(settings.proposer.every_hours * 3600)
             try:
                 run = await asyncio.to_thread(
-                    proposing.propose_all,
+                    propose_all,
                     database=runtime.database,
                     folder=settings.warm_start_history or settings.history_dir,
                     tracking_uri=settings.mlflow_tracking_uri,

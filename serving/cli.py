@@ -643,7 +643,7 @@ def _late_costs(*, given: list[str]) -> dict[str, float]:
 
 def _propose(*, folder: Path, proposer: Proposer, history=None) -> None:
     """Lane, capacity, late-penalty and promotion proposals from the champions, filed with their backtests."""
-    from serving.proposing import NoChampion, propose_all
+    from serving.proposing.run import NoChampion, propose_all
 
     settings = get_settings()
     database = _database()

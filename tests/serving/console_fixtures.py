@@ -12,7 +12,7 @@ from approvals.policy import Policy
 from features.online import OnlineFeatureState
 from rules.backtest import compare, load_replay, prior_risk, recorded_truth, replay_ruleset
 from rules.schema import load_ruleset, seed_ruleset_path
-from serving.proposing import PROPOSER, backtest_summary
+from serving.proposing.filing import PROPOSER, backtest_summary
 from serving.runtime import Runtime
 from serving.scorer import ModelSet
 from serving.settings import Settings

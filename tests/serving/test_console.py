@@ -213,7 +213,7 @@ def test_the_penalty_sweep_chart_marks_today_and_names_the_lowest_point():
 def test_a_late_penalty_proposal_page_draws_its_sweep_rather_than_listing_it(console):
     from approvals.db import transaction
     from approvals.policy import Policy
-    from serving.proposing import PROPOSER
+    from serving.proposing.filing import PROPOSER
 
     with console.database.sessions() as session:
         backtest = proposals.get(session=session, proposal_id=console.ids[0]).backtest

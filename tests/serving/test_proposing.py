@@ -21,7 +21,9 @@ from features.twin.scenario import load_scenario
 from features.twin.simulate import simulate
 from rules.backtest import load_replay
 from rules.schema import load_ruleset, seed_ruleset_path
-from serving.proposing import capacity_changes, capacity_findings, file_changes, lane_changes, lane_findings
+from serving.proposing.capacity import capacity_changes, capacity_findings
+from serving.proposing.filing import file_changes
+from serving.proposing.lanes import lane_changes, lane_findings
 from serving.scorer import ModelSet, replay_risk
 from tests.conftest import migrated_sqlite
 from training.datasets import default_windows
@@ -170,7 +172,7 @@ def _services(folder):
 def test_a_challenger_that_beats_its_champion_is_proposed_for_promotion_once_with_a_routing_backtest(
     tables, tracking, twin, twin_dir, tmp_path
 ):
-    from serving.proposing import promotion_backtest, propose_promotions
+    from serving.proposing.promotions import promotion_backtest, propose_promotions
     from serving.runtime import MlflowChampions
 
     table = tables["node_congestion"]
@@ -207,7 +209,7 @@ def test_a_challenger_that_beats_its_champion_is_proposed_for_promotion_once_wit
 
 
 def test_an_equal_challenger_is_not_proposed(tables, tracking, tmp_path):
-    from serving.proposing import propose_promotions
+    from serving.proposing.promotions import propose_promotions
     from serving.runtime import MlflowChampions
 
     table = tables["node_congestion"]
@@ -230,7 +232,7 @@ def priced(twin, twin_dir, champions_store):
 
 
 def test_late_penalties_follow_a_higher_valuation_of_late_premium_orders_within_the_guardrail(priced):
-    from serving.proposing import tune_late_penalty
+    from serving.proposing.weights import tune_late_penalty
 
     replay, risk = priced
     seed = load_ruleset(path=seed_ruleset_path())
@@ -245,7 +247,7 @@ def test_late_penalties_follow_a_higher_valuation_of_late_premium_orders_within_
 
 
 def test_a_late_penalty_proposal_carries_its_sweep_and_passes_the_guardrails(priced, tmp_path):
-    from serving.proposing import weight_changes
+    from serving.proposing.weights import weight_changes
 
     database = migrated_sqlite(folder=tmp_path)
     with transaction(sessions=database.sessions) as session:
@@ -268,7 +270,7 @@ def test_a_late_penalty_proposal_carries_its_sweep_and_passes_the_guardrails(pri
 
 def test_protected_late_penalties_are_never_tuned(twin_dir):
     from rules.backtest import prior_risk
-    from serving.proposing import tune_late_penalty, weight_changes
+    from serving.proposing.weights import tune_late_penalty, weight_changes
 
     replay = load_replay(folder=twin_dir, max_orders=500)
     seed = load_ruleset(path=seed_ruleset_path())
