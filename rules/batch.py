@@ -487,7 +487,8 @@ def _least_per_run(*, runs: np.ndarray, keys: tuple[np.ndarray, ...]) -> np.ndar
     lengths = np.diff(np.r_[starts, len(runs)])
     tied = np.ones(len(runs), dtype=bool)
     for key in keys:
-        masked = np.where(tied, key, np.inf)
+        # NaN ranks last, as a sort would put it; every run keeps at least one element tied.
+        masked = np.where(tied, np.nan_to_num(key, nan=np.inf), np.inf)
         tied &= masked == np.repeat(np.minimum.reduceat(masked, starts), lengths)
     return np.minimum.reduceat(np.where(tied, np.arange(len(runs)), len(runs)), starts)
 

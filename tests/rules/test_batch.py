@@ -115,3 +115,13 @@ def test_a_weekday_cap_binds_only_on_its_weekday_in_both_engines(same_day):
     want = "N2" if same_day else "N1"
     assert sequential.chosen.shipments[0].node_id == want
     assert batch.cand_node[batch.opt_cand[got.chosen_option[0, 0]]] == want
+
+
+def test_the_least_of_each_run_breaks_ties_by_the_next_key_then_by_position():
+    from rules.batch import _least_per_run
+
+    runs = np.array([0, 0, 0, 1, 1, 2])
+    price = np.array([np.nan, 1.0, 1.0, np.nan, np.nan, 3.0])
+    rank = np.array([5, 2, 1, 0, 0, 0])
+    # Run 0: two at 1.0, the smaller rank wins; run 1: all unpriced, the first; run 2: alone.
+    assert _least_per_run(runs=runs, keys=(price, rank)).tolist() == [2, 3, 5]
