@@ -320,9 +320,7 @@ def truth_figures(*, replay: Replay, outcome: Outcome, truth: pd.DataFrame) -> d
     }
 
 
-def compare(
-    *, replay: Replay, old: Outcome, new: Outcome, sample: int = 10, truth: pd.DataFrame | None = None
-) -> dict:
+def compare(*, replay: Replay, old: Outcome, new: Outcome, sample: int = 10, truth: pd.DataFrame | None = None) -> dict:
     """How the new ruleset's decisions differ from the old one's: overall, per lane, per node, and a sample.
 
     With the twin's truth (`recorded_truth`), each side also gets its expected vs true on-time rate.
