@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,7 +29,6 @@ from serving import bodies
 from serving import runtime as runtime_module
 from serving.console import pages as console
 from serving.metrics import Metrics
-from serving.proposing.run import propose_all
 from serving.routers import audit, events, health, proposals, routing, rulesets, scores, tokens
 from serving.settings import Settings, get_settings
 from training.errors import TrainingError
@@ -79,10 +81,12 @@ def _sole_proposer(*, folder: Path) -> IO | None:
 
 
 async def _propose_on_schedule(app: FastAPI) -> None:
-    """Run the proposer every `proposer.every_hours` (in a thread), in one worker per data folder.
+    """Run `riskroute propose` every `proposer.every_hours`, in one worker per data folder.
 
-    A failed pass is logged and counted; the next one runs on time. Proposals only wait for an ops
-    lead: nothing here changes routing.
+    Each pass is a child process with this service's settings: the pass is CPU-bound for about a
+    minute, and in a thread it would hold the interpreter lock against the risk-score hot path (a
+    crash of the pass would also take the worker down). A failed pass is logged and counted; the
+    next one runs on time. Proposals only wait for an ops lead: nothing here changes routing.
     """
     runtime = app.state.runtime
     settings = runtime.settings
@@ -90,23 +94,26 @@ async def _propose_on_schedule(app: FastAPI) -> None:
     if hold is None:
         log.info("another worker runs the scheduled proposer")
         return
+    folder = settings.warm_start_history or settings.history_dir
+    command = [sys.executable, "-m", "serving", "propose", "--history", str(folder), "--json"]
+    environment = {**os.environ, **settings.as_environment(), "RISKROUTE_DATABASE_URL": settings.database}
     try:
         while True:
             await asyncio.sleep(settings.proposer.every_hours * 3600)
+            child = await asyncio.create_subprocess_exec(
+                *command, env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
             try:
-                run = await asyncio.to_thread(
-                    propose_all,
-                    database=runtime.database,
-                    folder=settings.warm_start_history or settings.history_dir,
-                    tracking_uri=settings.mlflow_tracking_uri,
-                    policy=settings.approvals,
-                    proposer=settings.proposer,
-                )
-            except Exception:  # noqa: BLE001 - a failed pass must not end the schedule; the next one retries
-                log.exception("the scheduled proposer failed")
+                out, err = await child.communicate()
+            except asyncio.CancelledError:
+                child.kill()  # the service is stopping: the pass stops with it, its filings are each whole
+                raise
+            if child.returncode != 0:
+                log.error("the scheduled proposer failed (exit %s): %s", child.returncode, err.decode()[-2000:])
                 app.state.metrics.proposer_runs.labels(outcome="failed").inc()
                 continue
-            filed = [item["target"] for item in run.filed if "proposal" in item]
+            report = json.loads(out.decode().splitlines()[-1])  # `propose --json` ends with what it filed
+            filed = [item["target"] for item in report["filed"] if "proposal" in item]
             log.info("the scheduled proposer filed %d proposal(s): %s", len(filed), ", ".join(filed) or "none")
             app.state.metrics.proposer_runs.labels(outcome="done").inc()
             app.state.metrics.proposals_filed.inc(len(filed))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -530,8 +531,6 @@ def backtest(
     out: Annotated[Path | None, typer.Option(help="write the full report (JSON) here")] = None,
 ) -> None:
     """Replay recorded decisions through two rulesets with the live engine and compare what they would have done."""
-    import json
-
     from features.history import load_history
     from features.storage import write_atomically
     from rules.backtest import compare, load_replay, prior_risk, recorded_truth, replay_ruleset
@@ -602,6 +601,9 @@ def propose(
             "(default: the penalties in force)"
         ),
     ] = None,
+    json_line: Annotated[
+        bool, typer.Option("--json", help="end with one JSON line of what was filed (for schedulers)")
+    ] = False,
 ) -> None:
     """File proposals from the champions with evidence and backtests: lanes, capacity caps, late penalties, models.
 
@@ -616,7 +618,7 @@ def propose(
     except ValidationError as exc:
         error = exc.errors()[0]
         raise typer.BadParameter(error["msg"], param_hint=f"--{str(error['loc'][0]).replace('_', '-')}") from None
-    _propose(folder=history or settings.history_dir, proposer=proposer)
+    _propose(folder=history or settings.history_dir, proposer=proposer, json_line=json_line)
 
 
 def _late_costs(*, given: list[str]) -> dict[str, float]:
@@ -641,7 +643,7 @@ def _late_costs(*, given: list[str]) -> dict[str, float]:
     return costs
 
 
-def _propose(*, folder: Path, proposer: Proposer, history=None) -> None:
+def _propose(*, folder: Path, proposer: Proposer, history=None, json_line: bool = False) -> None:
     """Lane, capacity, late-penalty and promotion proposals from the champions, filed with their backtests."""
     from serving.proposing.run import NoChampion, propose_all
 
@@ -665,6 +667,8 @@ def _propose(*, folder: Path, proposer: Proposer, history=None) -> None:
     if not any(item["target"] == "weights:late_penalty" for item in run.filed):
         console.print("late penalties: no setting within the guardrail lowers cost + lateness enough to propose")
     _print_filed(filed=run.filed)
+    if json_line:
+        print(json.dumps({"lanes": run.lanes, "nodes": run.nodes, "filed": run.filed}), flush=True)
 
 
 def _print_filed(*, filed: list[dict]) -> None:
@@ -938,8 +942,6 @@ def _print_report(*, report) -> None:
 
 def _json_line(*, reports) -> str:
     """Every run's figures as one JSON object, with flat MODEL_metric keys for scripts."""
-    import json
-
     figures: dict[str, object] = {"runs": []}
     for report in reports:
         figures["runs"].append(

@@ -56,6 +56,22 @@ class Settings(BaseSettings):
     approvals: Policy = Field(default_factory=Policy, description="approvals needed, guardrails, expiry, cooldown")
     proposer: Proposer = Field(default_factory=Proposer, description="the proposer's look-back and its schedule")
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as RISKROUTE_* variables, for a child process to read back the same (unset ones left out)."""
+        environment = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, BaseModel):
+                text = value.model_dump_json()
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            environment[f"RISKROUTE_{name.upper()}"] = text
+        return environment
+
     @property
     def database(self) -> str:
         """The database URL in use (the embedded SQLite file unless one is set)."""
