@@ -96,7 +96,9 @@ async def _propose_on_schedule(app: FastAPI) -> None:
         return
     folder = settings.warm_start_history or settings.history_dir
     command = [sys.executable, "-m", "serving", "propose", "--history", str(folder), "--json"]
-    environment = {**os.environ, **settings.as_environment(), "RISKROUTE_DATABASE_URL": settings.database}
+    # Exactly this service's settings, whatever RISKROUTE_* variables the process was started with.
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("RISKROUTE_")}
+    environment = {**inherited, **settings.as_environment(), "RISKROUTE_DATABASE_URL": settings.database}
     try:
         while True:
             await asyncio.sleep(settings.proposer.every_hours * 3600)
