@@ -16,7 +16,7 @@ def _relative(old: float, new: float) -> float:
 
 def _rules_by_id(ruleset: Ruleset) -> dict[str, object]:
     e = ruleset.eligibility
-    rules = {r.id: r for r in (*e.node_types, *e.regions, *ruleset.scoring.lane_adjustments)}
+    rules = {r.id: r for r in (*e.node_types, *e.regions, *e.lanes, *ruleset.scoring.lane_adjustments)}
     rules[e.hazmat.id] = e.hazmat
     rules[e.capacity.id] = e.capacity
     return rules

@@ -149,6 +149,15 @@ def static_rules(*, batch: OrderBatch, ruleset: Ruleset, names: list[str]) -> np
         by_node = np.isin(node, rule.node_ids) if rule.node_ids is not None else np.zeros(n, dtype=bool)
         by_type = np.isin(node_type, rule.node_types) if rule.node_types is not None else np.zeros(n, dtype=bool)
         checks.append((rule.id, np.isin(dest, rule.dest_regions) & (by_node | by_type)))
+    for rule in e.lanes:
+        hit = batch.opt_carrier == rule.carrier
+        if rule.dest_regions is not None:
+            hit &= np.isin(dest, rule.dest_regions)
+        if rule.tiers is not None:
+            hit &= np.isin(tier, rule.tiers)
+        if rule.services is not None:
+            hit &= np.isin(batch.opt_service, rule.services)
+        checks.append((rule.id, hit))
     first = np.full(n, NO_RULE, dtype=np.int64)
     for name, hit in reversed(checks):
         if name not in names:

@@ -236,6 +236,14 @@ def _option_rule(
             or (rule.node_types is not None and candidate.node_type in rule.node_types)
         ):
             return rule.id
+    for rule in e.lanes:
+        if (
+            rule.carrier == option.carrier
+            and (rule.dest_regions is None or order.dest_region in rule.dest_regions)
+            and (rule.tiers is None or order.tier in rule.tiers)
+            and (rule.services is None or option.service in rule.services)
+        ):
+            return rule.id
     if load + 1 > _cap(ruleset=ruleset, candidate=candidate, weekday=order.decided_at.weekday()):
         return e.capacity.id
     limit = e.max_risk_by_tier.get(order.tier)

@@ -50,6 +50,16 @@ class RegionRestriction(_Document):
     node_types: tuple[NodeType, ...] | None = None
 
 
+class LaneBlock(_Document):
+    """Forbid a carrier into some destination regions, for some tiers and services (None = all of them)."""
+
+    id: str
+    carrier: str
+    dest_regions: tuple[str, ...] | None = Field(default=None, description="None = every region")
+    tiers: tuple[Tier, ...] | None = Field(default=None, description="None = every tier")
+    services: tuple[Service, ...] | None = Field(default=None, description="None = every service")
+
+
 class HazmatRule(_Document):
     """Where and how hazardous items may ship."""
 
@@ -77,6 +87,7 @@ class Eligibility(_Document):
 
     node_types: tuple[NodeTypeRestriction, ...] = ()
     regions: tuple[RegionRestriction, ...] = ()
+    lanes: tuple[LaneBlock, ...] = ()
     hazmat: HazmatRule = HazmatRule()
     capacity: CapacityRule = CapacityRule()
     max_risk_by_tier: dict[Tier, Probability] = Field(
@@ -142,6 +153,7 @@ class Ruleset(_Document):
         return [
             *(r.id for r in e.node_types),
             *(r.id for r in e.regions),
+            *(r.id for r in e.lanes),
             e.hazmat.id,
             e.capacity.id,
             *(a.id for a in self.scoring.lane_adjustments),

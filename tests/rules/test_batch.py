@@ -26,21 +26,31 @@ def batches(draw):
     return orders, candidates, TableScorer(table)
 
 
-def _columnar(orders, candidates, scorer):
+# The seed plus a carrier blocked on one region for premium orders' ground and two-day shipments.
+BLOCKING = SEED.model_validate(
+    SEED.model_dump(mode="json")
+    | {
+        "eligibility": SEED.model_dump(mode="json")["eligibility"]
+        | {"lanes": [{"id": "no-b-nw-premium", "carrier": "b", "dest_regions": ["nw"], "tiers": ["premium"]}]}
+    }
+)
+
+
+def _columnar(orders, candidates, scorer, ruleset=SEED):
     queries, _ = risk_queries(orders=orders, candidates=candidates)
     scores = scorer.score(queries)
     batch = to_columns(orders=orders, candidates=candidates)
     return batch, decide_orders(
-        batch=batch, ruleset=SEED, p_carrier=scores.carrier_delay, p_congestion=scores.node_congestion
+        batch=batch, ruleset=ruleset, p_carrier=scores.carrier_delay, p_congestion=scores.node_congestion
     )
 
 
 @settings(max_examples=200, deadline=None)
-@given(case=batches())
-def test_the_columnar_engine_chooses_what_the_sequential_engine_chooses(case):
+@given(case=batches(), ruleset=st.sampled_from([SEED, BLOCKING]))
+def test_the_columnar_engine_chooses_what_the_sequential_engine_chooses(case, ruleset):
     orders, candidates, scorer = case
-    expected = decide_batch(orders=orders, candidates=candidates, ruleset=SEED, scorer=scorer)
-    batch, got = _columnar(orders, candidates, scorer)
+    expected = decide_batch(orders=orders, candidates=candidates, ruleset=ruleset, scorer=scorer)
+    batch, got = _columnar(orders, candidates, scorer, ruleset)
     for o, decision in enumerate(expected):
         want = decision.chosen.total if decision.chosen else math.inf
         assert got.chosen_total[o] == pytest.approx(want, abs=1e-9), o

@@ -232,6 +232,25 @@ def test_the_trace_names_the_rule_that_excluded_each_candidate():
     assert decision.chosen.shipments[0].node_id == "N4"
 
 
+def test_a_lane_block_excludes_its_carrier_for_its_tiers_on_its_regions_only():
+    document = SEED.model_dump(mode="json")
+    document["eligibility"]["lanes"] = [
+        {"id": "no-a-nw-premium", "carrier": "a", "dest_regions": ["nw"], "tiers": ["premium"]}
+    ]
+    blocking = SEED.model_validate(document)
+    candidates = [_candidate("N1")]
+
+    def decided(**order):
+        return decide_batch(orders=[_order(**order)], candidates=[candidates], ruleset=blocking, scorer=PriorScorer())[
+            0
+        ]
+
+    premium = decided(tier="premium")
+    assert premium.chosen is None and premium.candidates[0].excluded_by == "no-a-nw-premium"
+    assert decided(tier="standard").chosen is not None  # another tier
+    assert decided(tier="premium", dest_region="se").chosen is not None  # another region
+
+
 def test_a_riskier_option_loses_when_its_late_penalty_outweighs_its_price():
     cheap_risky, dear_safe = _candidate("N1", cost=8.0), _candidate("N2", cost=10.0)
     scorer = TableScorer({("N1", "a", "ground"): (0.4, 0.1), ("N2", "a", "ground"): (0.02, 0.02)})
