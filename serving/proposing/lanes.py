@@ -130,11 +130,13 @@ def lane_penalty_diff(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy)
 def lane_changes(
     *, findings: list[LaneFinding], policy: Policy, model: RegisteredModel, window: tuple[str, str]
 ) -> Callable[[Ruleset], list[Change]]:
-    """A lane-penalty change per finding, built against the ruleset it will be filed on."""
+    """A lane-penalty change per finding, and a block for the tiers no allowed penalty can price, built against the
+    ruleset they will be filed on."""
 
     def changes(ruleset: Ruleset) -> list[Change]:
         made = []
         for finding in findings:
+            evidence = _evidence(finding=finding, model=model, window=window)
             diff, amount = lane_penalty_diff(ruleset=ruleset, finding=finding, policy=policy)
             rationale = (
                 f"{finding.carrier} deliveries into {finding.dest_region} carry a predicted delay risk of "
@@ -143,18 +145,53 @@ def lane_changes(
                 f"selling there would carry {finding.peers_risk:.1%}. A lane penalty of {amount:.2f} prices that "
                 f"extra lateness into every decision on the lane."
             )
-            evidence = {
-                "lane": {"carrier": finding.carrier, "dest_region": finding.dest_region},
-                "shipments": finding.shipments,
-                "days": finding.days,
-                "predicted_delay_risk": round(finding.risk, 5),
-                "interval_95": [round(finding.risk_low, 5), round(finding.risk_high, 5)],
-                "peers_predicted_delay_risk": round(finding.peers_risk, 5),
-                "observed_late_rate": None if finding.observed_late is None else round(finding.observed_late, 5),
-                "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
-                "data_window": list(window),
-            }
             made.append(Change(finding.target, diff, rationale, evidence, f"lane penalty {amount:.2f}"))
+            block = lane_block(ruleset=ruleset, finding=finding, policy=policy)
+            if block is not None:
+                target, block_diff, block_rationale, summary = block
+                made.append(Change(target, block_diff, block_rationale, evidence, summary))
         return made
 
     return changes
+
+
+def _evidence(*, finding: LaneFinding, model: RegisteredModel, window: tuple[str, str]) -> dict:
+    """What a lane proposal shows of its finding: the figures, the interval, the model and the window."""
+    return {
+        "lane": {"carrier": finding.carrier, "dest_region": finding.dest_region},
+        "shipments": finding.shipments,
+        "days": finding.days,
+        "predicted_delay_risk": round(finding.risk, 5),
+        "interval_95": [round(finding.risk_low, 5), round(finding.risk_high, 5)],
+        "peers_predicted_delay_risk": round(finding.peers_risk, 5),
+        "observed_late_rate": None if finding.observed_late is None else round(finding.observed_late, 5),
+        "model": {"name": model.name, "version": model.version, "run_id": model.run_id},
+        "data_window": list(window),
+    }
+
+
+def lane_block(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy) -> tuple[str, list[dict], str, str] | None:
+    """A block of the lane for the tiers whose extra late cost, even at the interval's low end, exceeds the largest
+    lane penalty a proposal may set: (target, JSON Patch, rationale, summary), or None.
+    """
+    gap = finding.risk_low - finding.peers_risk
+    penalties = ruleset.scoring.late_penalty_by_tier
+    tiers = sorted(t for t, p in penalties.items() if p * gap > policy.max_new_lane_adjustment)
+    rule_id = f"block-{finding.carrier}-{finding.dest_region}"
+    existing = [i for i, rule in enumerate(ruleset.eligibility.lanes) if rule.id == rule_id]
+    if not tiers or (existing and set(ruleset.eligibility.lanes[existing[0]].tiers or ()) >= set(tiers)):
+        return None
+    if existing:
+        diff = [{"op": "replace", "path": f"/eligibility/lanes/{existing[0]}/tiers", "value": tiers}]
+    else:
+        rule = {"id": rule_id, "carrier": finding.carrier, "dest_regions": [finding.dest_region], "tiers": tiers}
+        diff = [{"op": "add", "path": "/eligibility/lanes/-", "value": rule}]
+    costs = ", ".join(f"{t} {penalties[t] * gap:.2f}" for t in tiers)
+    rationale = (
+        f"{finding.carrier} into {finding.dest_region} is late more often than its peers by at least "
+        f"{gap:.1%} (the low end of the 95% interval: {finding.risk_low:.1%} against {finding.peers_risk:.1%}). "
+        f"For {', '.join(tiers)} orders that is an extra expected late cost per shipment of {costs}, more than the "
+        f"largest lane penalty a proposal may set ({policy.max_new_lane_adjustment:g}); blocking the lane for "
+        f"them sends those orders to other carriers while other tiers keep it, priced by the lane penalty."
+    )
+    return f"lane-block:{finding.carrier}:{finding.dest_region}", diff, rationale, f"block for {', '.join(tiers)}"

@@ -353,3 +353,37 @@ def test_one_worker_per_data_folder_holds_the_proposer(tmp_path):
     again = _sole_proposer(folder=tmp_path)
     assert again is not None
     again.close()
+
+
+def test_a_lane_too_late_for_any_allowed_penalty_is_also_proposed_blocked_for_the_tiers_it_fails(
+    priced, twin_dir, champions_store, tmp_path
+):
+    from serving.proposing.lanes import LaneFinding
+    from tests.conftest import served_models
+    from tests.serving.console_fixtures import busiest_lanes
+
+    database = migrated_sqlite(folder=tmp_path)
+    with transaction(sessions=database.sessions) as session:
+        rulesets.ensure_seeded(session=session, ruleset=load_ruleset(path=seed_ruleset_path()))
+    replay, risk = priced
+    ((carrier, region),) = busiest_lanes(history_dir=twin_dir, count=1)
+    # Late 25 points more than its peers at the least: 50 x 0.25 = 12.5 a premium shipment, over the largest
+    # lane penalty (10); 25 x 0.25 = 6.25 a plus shipment, under it.
+    finding = LaneFinding(carrier, region, 900, 14, 0.40, 0.38, 0.42, 0.13, 0.41)
+    model = served_models(store=champions_store).carrier_delay
+    changes = [lane_changes(findings=[finding], policy=Policy(), model=model, window=("a", "b"))]
+    filed = file_changes(database=database, changes=changes, replay=replay, risk=risk, policy=Policy())
+    assert [f["target"] for f in filed] == [f"lane:{carrier}:{region}", f"lane-block:{carrier}:{region}"]
+    with database.sessions() as session:
+        block = proposals.get(session=session, proposal_id=filed[1]["proposal"])
+    (op,) = block.diff
+    assert op["value"] == {
+        "id": f"block-{carrier}-{region}",
+        "carrier": carrier,
+        "dest_regions": [region],
+        "tiers": ["premium"],
+    }
+    assert "premium" in block.rationale and block.evidence["interval_95"] == [0.38, 0.42]
+    lanes = {(x["carrier"], x["dest_region"]): x for x in block.backtest["lanes"]}
+    assert lanes[(carrier, region)]["shipments_new"] < lanes[(carrier, region)]["shipments_old"]
+    database.dispose()
