@@ -110,12 +110,15 @@ async def _propose_on_schedule(app: FastAPI) -> None:
             except asyncio.CancelledError:
                 child.kill()  # the service is stopping: the pass stops with it, its filings are each whole
                 raise
-            if child.returncode != 0:
-                log.error("the scheduled proposer failed (exit %s): %s", child.returncode, err.decode()[-2000:])
+            try:
+                if child.returncode != 0:
+                    raise RuntimeError(f"exit {child.returncode}: {err.decode(errors='replace')[-2000:]}")
+                report = json.loads(out.decode().splitlines()[-1])  # `propose --json` ends with what it filed
+                filed = [item["target"] for item in report["filed"] if "proposal" in item]
+            except (RuntimeError, ValueError, IndexError, KeyError, TypeError) as exc:
+                log.error("the scheduled proposer failed: %s", exc)
                 app.state.metrics.proposer_runs.labels(outcome="failed").inc()
                 continue
-            report = json.loads(out.decode().splitlines()[-1])  # `propose --json` ends with what it filed
-            filed = [item["target"] for item in report["filed"] if "proposal" in item]
             log.info("the scheduled proposer filed %d proposal(s): %s", len(filed), ", ".join(filed) or "none")
             app.state.metrics.proposer_runs.labels(outcome="done").inc()
             app.state.metrics.proposals_filed.inc(len(filed))

@@ -1,4 +1,5 @@
-"""Lane proposals: a penalty where a carrier's predicted delay risk on a region stays well above its peers'."""
+"""Lane proposals: a penalty where a carrier's predicted delay risk on a region stays well above its peers', and a
+block for the tiers whose extra late cost no allowed penalty can price."""
 
 from __future__ import annotations
 
