@@ -98,7 +98,7 @@ async def _propose_on_schedule(app: FastAPI) -> None:
     command = [sys.executable, "-m", "serving", "propose", "--history", str(folder), "--json"]
     # Exactly this service's settings, whatever RISKROUTE_* variables the process was started with.
     inherited = {name: value for name, value in os.environ.items() if not name.startswith("RISKROUTE_")}
-    environment = {**inherited, **settings.as_environment(), "RISKROUTE_DATABASE_URL": settings.database}
+    environment = {**inherited, **settings.as_environment()}
     try:
         while True:
             await asyncio.sleep(settings.proposer.every_hours * 3600)

@@ -147,10 +147,9 @@ def lane_changes(
                 f"extra lateness into every decision on the lane."
             )
             made.append(Change(finding.target, diff, rationale, evidence, f"lane penalty {amount:.2f}"))
-            block = lane_block(ruleset=ruleset, finding=finding, policy=policy)
+            block = lane_block(ruleset=ruleset, finding=finding, policy=policy, evidence=evidence)
             if block is not None:
-                target, block_diff, block_rationale, summary = block
-                made.append(Change(target, block_diff, block_rationale, evidence, summary))
+                made.append(block)
         return made
 
     return changes
@@ -171,10 +170,9 @@ def _evidence(*, finding: LaneFinding, model: RegisteredModel, window: tuple[str
     }
 
 
-def lane_block(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy) -> tuple[str, list[dict], str, str] | None:
+def lane_block(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy, evidence: dict) -> Change | None:
     """A block of the lane for the tiers whose extra late cost, even at the interval's low end, exceeds the largest
-    lane penalty a proposal may set: (target, JSON Patch, rationale, summary), or None.
-    """
+    lane penalty a proposal may set (None when no tier's does, or the block already covers them)."""
     gap = finding.risk_low - finding.peers_risk
     penalties = ruleset.scoring.late_penalty_by_tier
     tiers = sorted(t for t, p in penalties.items() if p * gap > policy.max_new_lane_adjustment)
@@ -195,4 +193,5 @@ def lane_block(*, ruleset: Ruleset, finding: LaneFinding, policy: Policy) -> tup
         f"largest lane penalty a proposal may set ({policy.max_new_lane_adjustment:g}); blocking the lane for "
         f"them sends those orders to other carriers while other tiers keep it, priced by the lane penalty."
     )
-    return f"lane-block:{finding.carrier}:{finding.dest_region}", diff, rationale, f"block for {', '.join(tiers)}"
+    target = f"lane-block:{finding.carrier}:{finding.dest_region}"
+    return Change(target, diff, rationale, evidence, f"block for {', '.join(tiers)}")

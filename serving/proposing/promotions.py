@@ -59,16 +59,20 @@ def promotion_backtest(
     with the challenger version in place of its champion. Each side's expected figures are its own models' view;
     the twin's `truth` says which is nearer the true on-time rate where history made the same plans."""
     from dataclasses import replace
+    from functools import cache
 
     from serving.scorer import replay_risk
     from training.tracking import load_registered
+
+    # The champions' side is the same for every promotion: replayed once, and only if one is filed.
+    champions_outcome = cache(lambda: replay_ruleset(replay=replay, ruleset=ruleset, risk=risk))
 
     def run(name: str, version: str) -> dict:
         challenger = load_registered(model_name=name, version=version)
         priced = replay_risk(
             replay=replay, history=history, models=replace(models, **{name: challenger}), prepared=prepared
         )
-        old = replay_ruleset(replay=replay, ruleset=ruleset, risk=risk)
+        old = champions_outcome()
         new = replay_ruleset(replay=replay, ruleset=ruleset, risk=priced)
         summary = backtest_summary(report=compare(replay=replay, old=old, new=new, sample=3, truth=truth), risk=priced)
         summary["risk"] = f"old: {risk.source}; new: {priced.source}"
