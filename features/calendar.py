@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import cache
 
 import numpy as np
 
@@ -27,7 +28,14 @@ def is_peak(*, days: np.ndarray) -> np.ndarray:
     if days.size == 0:
         return flags
     years = days.ravel().astype("datetime64[Y]").astype(np.int64) + 1970
-    for year in np.unique(years):
-        start, end = peak_window(year=int(year))
-        flags |= (days >= np.datetime64(start, "D")) & (days <= np.datetime64(end, "D"))
+    for year in set(years.tolist()):
+        start, end = _peak_days(year=year)
+        flags |= (days >= start) & (days <= end)
     return flags
+
+
+@cache
+def _peak_days(*, year: int) -> tuple[np.datetime64, np.datetime64]:
+    """A year's peak window as numpy days (asked for on every live request, computed once)."""
+    start, end = peak_window(year=year)
+    return np.datetime64(start, "D"), np.datetime64(end, "D")

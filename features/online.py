@@ -23,7 +23,7 @@ from features.definitions import (
     active_disruptions,
     derive_features,
     static_features,
-    window_bounds,
+    window_terms,
 )
 from features.errors import FeaturesError
 from features.history import History
@@ -34,35 +34,52 @@ CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
 _BY_ENTRIES: dict[tuple[str, tuple[str, ...]], list] = {}
 for _aggregate in AGGREGATES:
     _BY_ENTRIES.setdefault((_aggregate.stream, _aggregate.keys), []).append(_aggregate)
-_ALL_KEYSETS = {aggregate.keys for aggregate in AGGREGATES} | {("node_id",)}
-_WINDOWS = list(dict.fromkeys(aggregate.window for aggregate in AGGREGATES))
-_WINDOW_ROWS = {group: [_WINDOWS.index(a.window) for a in members] for group, members in _BY_ENTRIES.items()}
+_GROUPS = list(_BY_ENTRIES)
+_KEYSETS = list(dict.fromkeys(keyset for _, keyset in _GROUPS))
+# Every aggregate in group order, with its window as bound terms (see `window_terms`).
+_PLAN = [aggregate for group in _GROUPS for aggregate in _BY_ENTRIES[group]]
+_PLAN_KEYSET = np.array([_KEYSETS.index(a.keys) for a in _PLAN])
+_PLAN_TERMS = np.array([window_terms(window=a.window) for a in _PLAN], dtype=np.int64).T
+# Each group's aggregates as a range of _PLAN.
+_GROUP_SPANS = []
+for _group in _GROUPS:
+    _first = _PLAN.index(_BY_ENTRIES[_group][0])
+    _GROUP_SPANS.append((_group, _first, _first + len(_BY_ENTRIES[_group])))
+
+
+def _key_codes(*, codes: dict[tuple, int], keys: list[tuple]) -> np.ndarray:
+    """The code of each key, -1 for a key never seen."""
+    return np.fromiter((codes.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
 
 class _KeyedEntries:
     """One stream's entries grouped by one key set, for window counts over many keys at once.
 
     Entries live in a sorted columnar part (composite key*2^34+time, running sums) plus a short
-    unsorted tail of recent arrivals, merged in when it grows: a query is a few vectorised
-    searches, whatever the number of keys it asks about.
+    unsorted tail of recent arrivals, merged in when it grows: a query is one vectorised search,
+    whatever the number of keys and windows it asks about. Key codes come from a dictionary the
+    state shares among the streams grouped by the same key set, so a request looks each key up once.
     """
 
-    MERGE_AT = 4_096  # a merge rewrites the sorted part; the tail is sorted per query, cheaply
+    MERGE_AT = 4_096  # a merge rewrites the sorted part; the tail is sorted once per change, not per query
 
-    def __init__(self) -> None:
-        self.codes: dict[tuple, int] = {}
+    def __init__(self, *, codes: dict[tuple, int] | None = None) -> None:
+        self.codes: dict[tuple, int] = {} if codes is None else codes
         self.composite = np.empty(0, dtype=np.int64)
         self.values = np.empty(0, dtype=np.float64)
         self.cumulative = np.zeros(1, dtype=np.float64)
         self.tail_composite: list[int] = []
         self.tail_values: list[float] = []
+        self._sorted_tail: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def from_arrays(cls, *, keys: list[tuple], codes: np.ndarray, time: np.ndarray, value: np.ndarray) -> _KeyedEntries:
-        """Entries in bulk: `codes` index into `keys`."""
-        index = cls()
-        index.codes = {key: i for i, key in enumerate(keys)}
-        composite = codes.astype(np.int64) * KEY_SHIFT + time.astype(np.int64)
+    def from_arrays(
+        cls, *, codes: dict[tuple, int], keys: list[tuple], key_index: np.ndarray, time: np.ndarray, value: np.ndarray
+    ) -> _KeyedEntries:
+        """Entries in bulk: `key_index` indexes into `keys`, which are entered into the shared `codes`."""
+        index = cls(codes=codes)
+        shared = np.array([codes.setdefault(key, len(codes)) for key in keys], dtype=np.int64)
+        composite = shared[key_index] * KEY_SHIFT + time.astype(np.int64) if len(keys) else np.empty(0, np.int64)
         order = np.argsort(composite, kind="stable")
         index.composite = composite[order]
         index.values = value.astype(np.float64)[order]
@@ -74,6 +91,7 @@ class _KeyedEntries:
         code = self.codes.setdefault(key, len(self.codes))
         self.tail_composite.append(code * int(KEY_SHIFT) + time)
         self.tail_values.append(value)
+        self._sorted_tail = None
         if len(self.tail_composite) >= self.MERGE_AT:
             self._merge()
 
@@ -86,26 +104,39 @@ class _KeyedEntries:
         self.values = np.insert(self.values, positions, np.array(self.tail_values, dtype=np.float64)[order])
         self.cumulative = np.concatenate([[0.0], np.cumsum(self.values)])
         self.tail_composite, self.tail_values = [], []
+        self._sorted_tail = None
 
-    def windows(self, *, keys: list[tuple], lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Count and sum of entries with lo <= time < hi; keys has one key per column of lo and hi."""
-        base = np.fromiter((self.codes.get(k, -1) for k in keys), dtype=np.int64, count=len(keys)) * KEY_SHIFT
-        # Unknown keys (code -1) search below every entry and count nothing.
-        lo, hi = base + lo, base + hi
-        i_hi = np.searchsorted(self.composite, hi, side="left")
-        i_lo = np.minimum(np.searchsorted(self.composite, lo, side="left"), i_hi)
+    def lookup(self, keys: list[tuple]) -> np.ndarray:
+        """The code of each key, -1 for a key never seen."""
+        return _key_codes(codes=self.codes, keys=keys)
+
+    def windows(self, *, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time.
+
+        A key never seen (code -1) has negative bounds, below every entry: it counts nothing.
+        """
+        found = np.searchsorted(self.composite, bounds, side="left")
+        i_hi = found[1]
+        i_lo = np.minimum(found[0], i_hi)
         counts = i_hi - i_lo
         totals = self.cumulative[i_hi] - self.cumulative[i_lo]
         if self.tail_composite:
-            tail = np.array(self.tail_composite, dtype=np.int64)
-            order = np.argsort(tail, kind="stable")
-            tail = tail[order]
-            running = np.concatenate([[0.0], np.cumsum(np.array(self.tail_values, dtype=np.float64)[order])])
-            t_hi = np.searchsorted(tail, hi, side="left")
-            t_lo = np.minimum(np.searchsorted(tail, lo, side="left"), t_hi)
+            tail, running = self._tail()
+            found = np.searchsorted(tail, bounds, side="left")
+            t_hi = found[1]
+            t_lo = np.minimum(found[0], t_hi)
             counts = counts + (t_hi - t_lo)
             totals = totals + running[t_hi] - running[t_lo]
         return counts, totals
+
+    def _tail(self) -> tuple[np.ndarray, np.ndarray]:
+        """The unmerged tail sorted, with running sums (kept until the next entry arrives)."""
+        if self._sorted_tail is None:
+            tail = np.array(self.tail_composite, dtype=np.int64)
+            order = np.argsort(tail, kind="stable")
+            running = np.concatenate([[0.0], np.cumsum(np.array(self.tail_values, dtype=np.float64)[order])])
+            self._sorted_tail = (tail[order], running)
+        return self._sorted_tail
 
 
 @dataclass
@@ -152,6 +183,8 @@ class OnlineFeatureState:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, tuple[str, ...]], _KeyedEntries] = {}
+        # One key -> code dictionary per key set, shared by every stream grouped by it.
+        self._codes: dict[tuple[str, ...], dict[tuple, int]] = {}
         self._pending: dict[str, _Pending] = {}
         self._timers: list[tuple[int, int, str, str]] = []
         self._timer_seq = 0
@@ -305,7 +338,8 @@ class OnlineFeatureState:
         for keyset, key in self._entry_keys(stream, attrs):
             entries = self._entries.get((stream, keyset))
             if entries is None:
-                entries = self._entries[(stream, keyset)] = _KeyedEntries()
+                codes = self._codes.setdefault(keyset, {})
+                entries = self._entries[(stream, keyset)] = _KeyedEntries(codes=codes)
             entries.add(key=key, time=time, value=value)
 
     def _due(self, *, before: int) -> dict[tuple, dict[tuple, list[int]]]:
@@ -334,8 +368,9 @@ class OnlineFeatureState:
     def features(self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> dict[str, np.ndarray]:
         """Every feature for each decision row, from what the state knows strictly before the row's time.
 
-        `rows` is a frame or plain column arrays. Every aggregate over the same stream and key set
-        is answered by one vectorised search.
+        `rows` is a frame or plain column arrays. Rows asking about the same key at the same time
+        are answered once (a request's candidates share most keys), and every aggregate over the
+        same stream and key set by one vectorised search.
         """
         t = np.asarray(rows["allocated_at"], dtype="datetime64[s]").astype(np.int64)
         if len(t) and self._clock is not None:
@@ -343,28 +378,38 @@ class OnlineFeatureState:
             self._fire_timers(before=self._clock)
         due = self._due(before=int(t.max())) if len(t) else {}
         static = static_features(rows=rows)
-        row_keys = {
-            keyset: list(zip(*(static[k] for k in keyset))) if keyset else [()] * len(t) for keyset in _ALL_KEYSETS
-        }
-        # Each distinct window's bounds once; a group of aggregates takes its rows by index.
-        bounds = [window_bounds(window=w, t=t) for w in _WINDOWS]
-        all_lo, all_hi = np.stack([b[0] for b in bounds]), np.stack([b[1] for b in bounds])
-        aggregates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for (stream, keyset), members in _BY_ENTRIES.items():
-            keys = row_keys[keyset]
-            lo, hi = all_lo[_WINDOW_ROWS[(stream, keyset)]], all_hi[_WINDOW_ROWS[(stream, keyset)]]
-            entries = self._entries.get((stream, keyset))
-            if entries is None:
-                counts, totals = np.zeros(lo.shape, dtype=np.int64), np.zeros(lo.shape)
-            else:
-                counts, totals = entries.windows(keys=keys, lo=lo, hi=hi)
-            late = due.get((stream, keyset))
-            if late:
+        asked, inverse, codes, times = self._distinct_queries(static=static, t=t)
+        # One search per aggregate and distinct query of its key set, laid out in _PLAN's order.
+        sizes = np.array([len(c) for c in codes], dtype=np.int64)
+        key_start = np.concatenate([[0], np.cumsum(sizes)])
+        per_aggregate = sizes[_PLAN_KEYSET]
+        start = np.concatenate([[0], np.cumsum(per_aggregate)])
+        query = np.arange(start[-1]) + np.repeat(key_start[_PLAN_KEYSET] - start[:-1], per_aggregate)
+        at = np.concatenate(times)[query]
+        midnight = at - at % DAY
+        terms = _PLAN_TERMS[:, np.repeat(np.arange(len(_PLAN)), per_aggregate)]
+        lo = np.where(terms[0] == 1, midnight, at) + terms[1]
+        hi = np.where(terms[2] == 1, midnight, at) + terms[3]
+        base = np.concatenate(codes)[query] * KEY_SHIFT
+        bounds = np.stack([base + lo, base + hi])
+        counts, totals = np.zeros(len(query), dtype=np.int64), np.zeros(len(query))
+        for group, first, end in _GROUP_SPANS:
+            s, e = start[first], start[end]
+            entries = self._entries.get(group)
+            if entries is not None and e > s:
+                counts[s:e], totals[s:e] = entries.windows(bounds=bounds[:, s:e])
+            late = due.get(group)
+            if late and e > s:
                 # Late outcomes not yet settled count as 1 each inside the window.
-                extra = _count_due(deadlines=late, keys=keys, lo=lo, hi=hi)
-                counts, totals = counts + extra, totals + extra
-            for m, aggregate in enumerate(members):
-                aggregates[aggregate.name] = (counts[m], totals[m])
+                k = _KEYSETS.index(group[1])
+                keys = [asked[k][j] for j in (query[s:e] - key_start[k]).tolist()]
+                extra = _count_due(deadlines=late, keys=keys, lo=lo[s:e], hi=hi[s:e])
+                counts[s:e] += extra
+                totals[s:e] += extra
+        # Back to rows: each aggregate reads, for every row, the distinct query the row maps to.
+        gather = start[:-1, None] + inverse[_PLAN_KEYSET]
+        row_counts, row_totals = counts[gather], totals[gather]
+        aggregates = {a.name: (row_counts[i], row_totals[i]) for i, a in enumerate(_PLAN)}
         return derive_features(
             static=static,
             aggregates=aggregates,
@@ -373,6 +418,27 @@ class OnlineFeatureState:
                 notices=self._notice_arrays(), t=t, carrier=static["carrier"], dest_region=static["dest_region"]
             ),
         )
+
+    def _distinct_queries(
+        self, *, static: dict[str, np.ndarray], t: np.ndarray
+    ) -> tuple[list[list[tuple]], np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Per key set: its distinct (key, time) queries' keys, each row's query, the queries' key codes and times."""
+        n = len(t)
+        uniform = n == 0 or t.min() == t.max()  # the usual request: every candidate decided at one time
+        asked, inverse, codes, times = [], [], [], []
+        for keyset in _KEYSETS:
+            keys = list(zip(*(static[k] for k in keyset))) if keyset else [()] * n
+            pairs = keys if uniform else list(zip(keys, t.tolist()))
+            distinct = {pair: i for i, pair in enumerate(dict.fromkeys(pairs))}
+            inverse.append([distinct[pair] for pair in pairs])
+            if uniform:
+                asked.append(list(distinct))
+                times.append(np.repeat(t[:1], len(distinct)))
+            else:
+                asked.append([key for key, _ in distinct])
+                times.append(np.fromiter((when for _, when in distinct), dtype=np.int64, count=len(distinct)))
+            codes.append(_key_codes(codes=self._codes.get(keyset, {}), keys=asked[-1]))
+        return asked, np.array(inverse, dtype=np.int64).reshape(len(_KEYSETS), n), codes, times
 
     def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Each row's node capacity and opening backlog for its day, when known before its time."""
@@ -393,11 +459,11 @@ class OnlineFeatureState:
 
 
 def _count_due(*, deadlines: dict[tuple, list[int]], keys: list[tuple], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """How many unsettled deadlines of each column's key fall in each window."""
-    extra = np.zeros(lo.shape, dtype=np.int64)
+    """How many unsettled deadlines of each search's key fall in its window."""
+    extra = np.zeros(len(keys), dtype=np.int64)
     for i, key in enumerate(keys):
         for when in deadlines.get(key, ()):
-            extra[:, i] += (lo[:, i] <= when) & (when < hi[:, i])
+            extra[i] += lo[i] <= when < hi[i]
     return extra
 
 
@@ -430,7 +496,11 @@ def warm_start(*, history: History, as_of: pd.Timestamp) -> OnlineFeatureState:
             else:
                 codes, keys = np.zeros(int(usable.sum()), dtype=np.int64), [()]
             state._entries[(stream, keyset)] = _KeyedEntries.from_arrays(
-                keys=keys, codes=codes, time=entries.time[usable], value=entries.value[usable]
+                codes=state._codes.setdefault(keyset, {}),
+                keys=keys,
+                key_index=codes,
+                time=entries.time[usable],
+                value=entries.value[usable],
             )
     _remember_open_shipments(state=state, shipments=shipments, cutoff=cutoff)
     if history.node_days is not None:

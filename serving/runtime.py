@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -130,7 +131,42 @@ def refresh_models(*, runtime: Runtime) -> dict[str, str]:
             log.warning("%s: %s", name, changes[name])
     # One assignment swaps both models: a request sees the old set or the new one, never a mix.
     runtime.models = ModelSet(**loaded)
+    if changes:
+        compile_in_background(runtime=runtime)
     return changes
+
+
+def compile_in_background(*, runtime: Runtime) -> threading.Thread | None:
+    """Compile the models in service to native code on a background thread; each scores compiled once ready.
+
+    Until then, and for good if compiling fails (logged with the reason), a model scores with
+    Booster.predict: the answers are the same either way, only their speed differs.
+    """
+    if not runtime.settings.compile_models:
+        return None
+    pending = [m for m in (runtime.models.carrier_delay, runtime.models.node_congestion) if m is not None]
+    pending = [m for m in pending if m.model.compiled_ is None]
+    if not pending:
+        return None
+    thread = threading.Thread(
+        target=_compile, kwargs={"models": pending, "folder": runtime.settings.compiled_dir}, daemon=True
+    )
+    thread.start()
+    return thread
+
+
+def _compile(*, models: list, folder: Path) -> None:
+    """Compile each model and hand it its native forest (one attribute store: a request sees it or not)."""
+    from training.compiled import CompileError, compile_model
+
+    for registered in models:
+        started = time.perf_counter()
+        try:
+            registered.model.compiled_ = compile_model(model=registered.model, cache_dir=folder)
+        except CompileError as exc:
+            log.warning("%s v%s scores with Booster.predict: %s", registered.name, registered.version, exc)
+            continue
+        log.info("%s v%s compiled in %.1f s", registered.name, registered.version, time.perf_counter() - started)
 
 
 def load_state(*, history_path: Path | None) -> tuple[OnlineFeatureState, pd.Timestamp | None, str | None]:
@@ -168,6 +204,7 @@ def start(*, settings: Settings) -> Runtime:
         history_end=history_end,
     )
     sync_events(runtime=runtime)
+    compile_in_background(runtime=runtime)
     return runtime
 
 

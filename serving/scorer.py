@@ -38,6 +38,10 @@ class ModelSet:
         """Model name -> version in service."""
         return {m.name: m.version for m in (self.carrier_delay, self.node_congestion) if m is not None}
 
+    def compiled(self) -> dict[str, bool]:
+        """Model name -> whether it scores with its compiled forest yet."""
+        return {m.name: m.model.compiled_ is not None for m in (self.carrier_delay, self.node_congestion) if m}
+
 
 _EPOCH = datetime(1970, 1, 1)
 _ONE = {"s": timedelta(seconds=1), "D": timedelta(days=1)}

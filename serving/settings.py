@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         default=5.0, ge=0, description="how long a worker trusts a checked token (revocation takes at most this)"
     )
+    compile_models: bool = Field(
+        default=True,
+        description="compile the models in service to native code, in the background (Booster.predict until ready)",
+    )
     approvals: Policy = Field(default_factory=Policy, description="approvals needed, guardrails, expiry, cooldown")
     proposer: Proposer = Field(default_factory=Proposer, description="the proposer's look-back and its schedule")
 
@@ -81,6 +85,11 @@ class Settings(BaseSettings):
     def history_dir(self) -> Path:
         """Where the embedded default keeps the simulated history."""
         return self.data_dir / "history" / self.scenario
+
+    @property
+    def compiled_dir(self) -> Path:
+        """Where compiled models are cached, by content (a version compiles once per machine)."""
+        return self.data_dir / "compiled"
 
     @property
     def features_dir(self) -> Path:

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import lightgbm as lgb
 import numpy as np
@@ -20,6 +21,9 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from training.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from training.compiled import CompiledForest
 
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
@@ -104,6 +108,8 @@ class RiskModel:
         self.params = {**DEFAULT_PARAMS, **(params or {})}
         self.calibration = calibration
         self.num_threads_ = 0  # 0 = LightGBM's default; a model loaded for serving scores on one thread
+        # The forest compiled to native code (`training.compiled`), once the service has compiled it.
+        self.compiled_: CompiledForest | None = None
 
     # ----- encoding -------------------------------------------------------------------------
     def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -199,7 +205,12 @@ class RiskModel:
         )
 
     def predict_raw(self, X: np.ndarray, *, num_threads: int | None = None) -> np.ndarray:
-        """Uncalibrated booster probabilities (`num_threads` overrides the model's, e.g. 0 = all cores for a batch)."""
+        """Uncalibrated booster probabilities (`num_threads` overrides the model's, e.g. 0 = all cores for a batch).
+
+        A compiled forest, when there is one, answers the model's own calls (a live request's few rows).
+        """
+        if num_threads is None and self.compiled_ is not None:
+            return self.compiled_.predict(X)
         threads = self.num_threads_ if num_threads is None else num_threads
         return self.booster_.predict(X, num_iteration=self.best_iteration_, num_threads=threads)
 

@@ -30,6 +30,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         content={
             "ready": ready,
             "model_versions": runtime.models.versions(),
+            "models_compiled": runtime.models.compiled(),
             "ruleset": {"name": runtime.ruleset.name, "hash": runtime.ruleset.content_hash()},
             "features_as_of": str(runtime.state.last_event_at) if runtime.state.last_event_at is not None else None,
             "problems": problems,

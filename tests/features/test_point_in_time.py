@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import features.offline as offline
-from features.definitions import MODEL_FEATURES
+from features.definitions import KEY_SHIFT, MODEL_FEATURES
 from features.events import events_from_history
 from features.history import History
 from features.offline import build_features, build_features_chunked, features_for_rows, prepare, read_features
@@ -249,7 +249,8 @@ def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(en
     keys = [(q[0],) for q in queries]
     lo = np.array([q[1] - q[2] for q in queries])
     hi = np.array([q[1] for q in queries])
-    counts, totals = index.windows(keys=keys, lo=lo, hi=hi)
+    base = index.lookup(keys) * KEY_SHIFT
+    counts, totals = index.windows(bounds=np.stack([base + lo, base + hi]))
     for g, (key, t_hi, width) in enumerate(queries):
         inside = [v for k, w, v in entries if k == key and t_hi - width <= w < t_hi]
         assert counts[g] == len(inside) and totals[g] == pytest.approx(sum(inside))

@@ -12,7 +12,10 @@ from features.events import events_from_history
 from features.offline import features_for_rows, prepare
 from features.online import OnlineFeatureState
 from rules.engine import RiskQueries
+from rules.schema import load_ruleset, seed_ruleset_path
+from serving.runtime import Runtime, compile_in_background
 from serving.scorer import ModelScorer, ModelSet, query_rows
+from serving.settings import Settings
 from tests.conftest import queries_of, served_models
 from training.evaluation import historical_rate
 
@@ -77,3 +80,30 @@ def test_a_missing_model_degrades_only_its_own_risk(served, at_decision):
         "carrier_delay: historical-rate baseline (no carrier_delay model is loaded)"
     ]
     assert scores.model_versions == {"node_congestion": "1"}
+
+
+def test_the_service_compiles_its_models_in_the_background_and_scores_exactly_the_same(
+    champions_store, at_decision, tmp_path
+):
+    _, state, queries = at_decision
+    models = served_models(store=champions_store)  # its own copies: compiling changes how they predict
+    runtime = Runtime(
+        settings=Settings(data_dir=tmp_path, freshness_limit_minutes=360),
+        ruleset=load_ruleset(path=seed_ruleset_path()),
+        models=models,
+        state=state,
+    )
+    before = runtime.scorer.score(queries)
+    assert not before.degraded.any()  # the models answer, not the baseline
+    assert models.compiled() == {"carrier_delay": False, "node_congestion": False}
+    compile_in_background(runtime=runtime).join(timeout=600)
+    assert models.compiled() == {"carrier_delay": True, "node_congestion": True}
+    after = runtime.scorer.score(queries)
+    np.testing.assert_allclose(after.carrier_delay, before.carrier_delay, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(after.node_congestion, before.node_congestion, rtol=0, atol=1e-12)
+    assert compile_in_background(runtime=runtime) is None  # nothing left to compile
+
+    runtime.settings = Settings(data_dir=tmp_path, compile_models=False)
+    runtime.models = served_models(store=champions_store)
+    assert compile_in_background(runtime=runtime) is None
+    assert runtime.models.compiled() == {"carrier_delay": False, "node_congestion": False}
