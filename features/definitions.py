@@ -213,7 +213,7 @@ def smoothed_rate(*, count: np.ndarray, total: np.ndarray, prior: np.ndarray) ->
 
     Where the network has no outcomes yet (prior NaN), neither has the rate.
     """
-    return (np.asarray(total, dtype=np.float64) + PRIOR_STRENGTH * prior) / (count + PRIOR_STRENGTH)
+    return (total + PRIOR_STRENGTH * prior) / (count + PRIOR_STRENGTH)
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -47,11 +47,6 @@ for _group in _GROUPS:
     _GROUP_SPANS.append((_group, _first, _first + len(_BY_ENTRIES[_group])))
 
 
-def _key_codes(*, codes: dict[tuple, int], keys: list[tuple]) -> np.ndarray:
-    """The code of each key, -1 for a key never seen."""
-    return np.fromiter((codes.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-
-
 class _KeyedEntries:
     """One stream's entries grouped by one key set, for window counts over many keys at once.
 
@@ -108,23 +103,20 @@ class _KeyedEntries:
 
     def lookup(self, keys: list[tuple]) -> np.ndarray:
         """The code of each key, -1 for a key never seen."""
-        return _key_codes(codes=self.codes, keys=keys)
+        return np.fromiter((self.codes.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def windows(self, *, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time.
+        """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time (lo <= hi).
 
         A key never seen (code -1) has negative bounds, below every entry: it counts nothing.
         """
-        found = np.searchsorted(self.composite, bounds, side="left")
-        i_hi = found[1]
-        i_lo = np.minimum(found[0], i_hi)
+        # Every window has lo <= hi, so the lower search never lands past the upper one.
+        i_lo, i_hi = np.searchsorted(self.composite, bounds, side="left")
         counts = i_hi - i_lo
         totals = self.cumulative[i_hi] - self.cumulative[i_lo]
         if self.tail_composite:
             tail, running = self._tail()
-            found = np.searchsorted(tail, bounds, side="left")
-            t_hi = found[1]
-            t_lo = np.minimum(found[0], t_hi)
+            t_lo, t_hi = np.searchsorted(tail, bounds, side="left")
             counts = counts + (t_hi - t_lo)
             totals = totals + running[t_hi] - running[t_lo]
         return counts, totals
@@ -200,6 +192,11 @@ class OnlineFeatureState:
     def last_event_at(self) -> pd.Timestamp | None:
         """When the newest applied event happened (None before the first)."""
         return None if self._clock is None else pd.Timestamp(self._clock, unit="s")
+
+    @property
+    def last_event_seconds(self) -> int | None:
+        """`last_event_at` as epoch seconds (cheap enough to ask on every request)."""
+        return self._clock
 
     # ----- events ---------------------------------------------------------------------------
     def ingest(self, event: Mapping[str, object], *, allow_late: bool = False) -> None:
@@ -380,18 +377,21 @@ class OnlineFeatureState:
         static = static_features(rows=rows)
         asked, inverse, codes, times = self._distinct_queries(static=static, t=t)
         # One search per aggregate and distinct query of its key set, laid out in _PLAN's order.
-        sizes = np.array([len(c) for c in codes], dtype=np.int64)
+        sizes = np.array([len(keys) for keys in asked], dtype=np.int64)
         key_start = np.concatenate([[0], np.cumsum(sizes)])
         per_aggregate = sizes[_PLAN_KEYSET]
         start = np.concatenate([[0], np.cumsum(per_aggregate)])
         query = np.arange(start[-1]) + np.repeat(key_start[_PLAN_KEYSET] - start[:-1], per_aggregate)
-        at = np.concatenate(times)[query]
+        at = times[query] if len(times) > 1 else np.repeat(times, len(query))
         midnight = at - at % DAY
         terms = _PLAN_TERMS[:, np.repeat(np.arange(len(_PLAN)), per_aggregate)]
-        lo = np.where(terms[0] == 1, midnight, at) + terms[1]
-        hi = np.where(terms[2] == 1, midnight, at) + terms[3]
-        base = np.concatenate(codes)[query] * KEY_SHIFT
-        bounds = np.stack([base + lo, base + hi])
+        base = codes[query] * KEY_SHIFT
+        bounds = np.stack(
+            [
+                base + np.where(terms[0] == 1, midnight, at) + terms[1],
+                base + np.where(terms[2] == 1, midnight, at) + terms[3],
+            ]
+        )
         counts, totals = np.zeros(len(query), dtype=np.int64), np.zeros(len(query))
         for group, first, end in _GROUP_SPANS:
             s, e = start[first], start[end]
@@ -403,7 +403,8 @@ class OnlineFeatureState:
                 # Late outcomes not yet settled count as 1 each inside the window.
                 k = _KEYSETS.index(group[1])
                 keys = [asked[k][j] for j in (query[s:e] - key_start[k]).tolist()]
-                extra = _count_due(deadlines=late, keys=keys, lo=lo[s:e], hi=hi[s:e])
+                lo, hi = bounds[:, s:e] - base[s:e]
+                extra = _count_due(deadlines=late, keys=keys, lo=lo, hi=hi)
                 counts[s:e] += extra
                 totals[s:e] += extra
         # Back to rows: each aggregate reads, for every row, the distinct query the row maps to.
@@ -421,8 +422,9 @@ class OnlineFeatureState:
 
     def _distinct_queries(
         self, *, static: dict[str, np.ndarray], t: np.ndarray
-    ) -> tuple[list[list[tuple]], np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """Per key set: its distinct (key, time) queries' keys, each row's query, the queries' key codes and times."""
+    ) -> tuple[list[list[tuple]], np.ndarray, np.ndarray, np.ndarray]:
+        """Per key set, its distinct (key, time) queries' keys and each row's query; then every query's
+        key code and time, key set after key set (one time for all when every row has the same)."""
         n = len(t)
         uniform = n == 0 or t.min() == t.max()  # the usual request: every candidate decided at one time
         asked, inverse, codes, times = [], [], [], []
@@ -431,14 +433,17 @@ class OnlineFeatureState:
             pairs = keys if uniform else list(zip(keys, t.tolist()))
             distinct = {pair: i for i, pair in enumerate(dict.fromkeys(pairs))}
             inverse.append([distinct[pair] for pair in pairs])
-            if uniform:
-                asked.append(list(distinct))
-                times.append(np.repeat(t[:1], len(distinct)))
-            else:
-                asked.append([key for key, _ in distinct])
-                times.append(np.fromiter((when for _, when in distinct), dtype=np.int64, count=len(distinct)))
-            codes.append(_key_codes(codes=self._codes.get(keyset, {}), keys=asked[-1]))
-        return asked, np.array(inverse, dtype=np.int64).reshape(len(_KEYSETS), n), codes, times
+            asked.append(list(distinct) if uniform else [key for key, _ in distinct])
+            if not uniform:
+                times.extend(when for _, when in distinct)
+            known = self._codes.get(keyset, {})
+            codes.extend(known.get(key, -1) for key in asked[-1])
+        return (
+            asked,
+            np.array(inverse, dtype=np.int64).reshape(len(_KEYSETS), n),
+            np.array(codes, dtype=np.int64),
+            np.array(times if not uniform else t[:1], dtype=np.int64),
+        )
 
     def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Each row's node capacity and opening backlog for its day, when known before its time."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
@@ -89,13 +90,34 @@ def roles(*allowed: str, open_with_setting: bool = False):
     return check
 
 
-RouterDep = Annotated[Principal, Depends(roles("router", open_with_setting=True))]
+admit_router = roles("router", open_with_setting=True)
+RouterDep = Annotated[Principal, Depends(admit_router)]
 OpsLeadDep = Annotated[Principal, Depends(roles("ops_lead"))]
 ProposerDep = Annotated[Principal, Depends(roles("data_scientist", "ops_lead"))]
 ReaderDep = Annotated[Principal, Depends(roles("ops_lead", "data_scientist", "admin"))]
 AuditorDep = Annotated[Principal, Depends(roles("ops_lead", "admin"))]
 AdminDep = Annotated[Principal, Depends(roles("admin"))]
 WithdrawerDep = Annotated[Principal, Depends(roles("data_scientist", "ops_lead", "admin"))]
+
+
+@dataclass(frozen=True)
+class HotPath:
+    """What a hot-path route works with."""
+
+    runtime: Runtime
+    request_id: str
+    metrics: Metrics
+
+
+async def hot_path(request: Request) -> HotPath:
+    """A router's request admitted and its context gathered by hand.
+
+    The risk-score and routing routes take only the request: FastAPI's dependency resolution
+    costs a live request more than parsing its body does. The checks are the same as RouterDep's.
+    """
+    await admit_router(request)
+    state = request.app.state
+    return HotPath(runtime=state.runtime, request_id=request.state.request_id, metrics=state.metrics)
 
 
 @contextmanager

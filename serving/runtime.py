@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -285,6 +285,9 @@ def record_events(*, runtime: Runtime, body: schemas.EventsCreate, request_id: s
     )
 
 
+_QUERY_FIELDS = tuple(field.name for field in fields(RiskQueries))
+
+
 def _now() -> datetime:
     """Now, as the naive wall-clock time the features are kept in."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -297,41 +300,47 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
             f"candidates: {len(body.candidates)} in one request; the limit is {runtime.settings.max_batch}"
         )
     now = _now()
-    cands = body.candidates
-    queries = RiskQueries(
-        decided_at=[c.decided_at or now for c in cands],
-        node_id=[c.node_id for c in cands],
-        node_type=[c.node_type for c in cands],
-        origin_region=[c.origin_region for c in cands],
-        dest_region=[c.dest_region for c in cands],
-        carrier=[c.carrier for c in cands],
-        service=[c.service for c in cands],
-        distance_km=[c.distance_km for c in cands],
-        ship_by=[c.ship_by for c in cands],
-        promised_delivery=[c.promised_delivery for c in cands],
+    # One pass over the candidates, transposed into the query columns.
+    columns = zip(
+        *(
+            (
+                c.decided_at or now,
+                c.node_id,
+                c.node_type,
+                c.origin_region,
+                c.dest_region,
+                c.carrier,
+                c.service,
+                c.distance_km,
+                c.ship_by,
+                c.promised_delivery,
+            )
+            for c in body.candidates
+        )
     )
+    queries = RiskQueries(**{name: list(column) for name, column in zip(_QUERY_FIELDS, columns, strict=True)})
     scorer = runtime.scorer
     features = scorer.features(queries)
     scores = scorer.score_features(features=features, decided_at=queries.decided_at)
     late = 1.0 - (1.0 - scores.carrier_delay) * (1.0 - scores.node_congestion)
-    explanations = _explain(runtime=runtime, features=features) if body.explain else [None] * len(cands)
-    last = runtime.state.last_event_at
-    freshness = (pd.Timestamp(max(queries.decided_at)) - last).total_seconds() if last is not None else None
-    return schemas.RiskScoresRead(
-        request_id=request_id,
-        scores=[
-            schemas.CandidateRiskRead(
-                carrier_delay_risk=float(scores.carrier_delay[i]),
-                node_congestion_risk=float(scores.node_congestion[i]),
-                late_risk=float(late[i]),
-                explanation=explanations[i],
-            )
-            for i in range(len(cands))
-        ],
-        model_versions=scores.model_versions,
-        feature_freshness_seconds=freshness,
-        degraded=bool(scores.degraded.any()),
-        degraded_reasons=list(scores.notes),
+    n = len(queries)
+    explanations = _explain(runtime=runtime, features=features) if body.explain else [None] * n
+    freshness = scorer.feature_age(now=max(queries.decided_at))
+    # Validated from plain values in one call: pydantic's core does it faster than building each answer.
+    return schemas.RiskScoresRead.model_validate(
+        {
+            "request_id": request_id,
+            "scores": [
+                {"carrier_delay_risk": d, "node_congestion_risk": c, "late_risk": p, "explanation": e}
+                for d, c, p, e in zip(
+                    scores.carrier_delay.tolist(), scores.node_congestion.tolist(), late.tolist(), explanations
+                )
+            ],
+            "model_versions": scores.model_versions,
+            "feature_freshness_seconds": freshness,
+            "degraded": bool(scores.degraded.any()),
+            "degraded_reasons": list(scores.notes),
+        }
     )
 
 

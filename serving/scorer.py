@@ -90,12 +90,17 @@ class ModelScorer:
         self.freshness_limit = freshness_limit
         self.lock = lock or nullcontext()
 
-    def stale_reason(self, *, now: pd.Timestamp) -> str | None:
+    def feature_age(self, *, now: datetime) -> float | None:
+        """Seconds from the newest event applied to `now` (None before the first event)."""
+        last = self.state.last_event_seconds
+        return None if last is None else float((now - _EPOCH) // _ONE["s"] - last)
+
+    def stale_reason(self, *, now: datetime) -> str | None:
         """Why the online features cannot be trusted at `now`, if they cannot."""
-        last = self.state.last_event_at
-        if last is None:
+        seconds = self.feature_age(now=now)
+        if seconds is None:
             return "no outcome events received yet"
-        age = now - last
+        age = timedelta(seconds=seconds)
         if age > self.freshness_limit:
             return f"features are {age} old (limit {self.freshness_limit})"
         return None
@@ -113,7 +118,7 @@ class ModelScorer:
     def score_features(self, *, features: dict[str, np.ndarray], decided_at: list) -> RiskScores:
         """Risk from features already looked up (so an explanation can reuse them)."""
         n = len(decided_at)
-        stale = self.stale_reason(now=pd.Timestamp(max(decided_at))) if n else None
+        stale = self.stale_reason(now=max(decided_at)) if n else None
         notes: list[str] = []
         degraded = np.zeros(n, dtype=bool)
         risks = {}

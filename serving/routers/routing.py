@@ -7,20 +7,19 @@ from fastapi.responses import Response
 
 from serving import bodies
 from serving import runtime as service
-from serving.deps import MetricsDep, RequestIdDep, RouterDep, RuntimeDep
+from serving.deps import hot_path
 from serving.schemas import DecisionCreate, DecisionRead, RerouteCreate
 
 router = APIRouter(prefix="/v1/routing", tags=["routing"])
 
 
 @router.post("/decisions", response_model=DecisionRead, openapi_extra=bodies.request_body(DecisionCreate))
-async def decisions(
-    request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep, _: RouterDep
-) -> Response:
-    """The least-cost eligible allocation of an order, with its trace."""
+async def decisions(request: Request) -> Response:
+    """The least-cost eligible allocation of an order, with its trace (a router's token)."""
+    context = await hot_path(request)
     body = await bodies.parse(request, DecisionCreate)
-    answer = service.decide(runtime=runtime, body=body, request_id=request_id)
-    metrics.answered(
+    answer = service.decide(runtime=context.runtime, body=body, request_id=context.request_id)
+    context.metrics.answered(
         endpoint="/v1/routing/decisions",
         degraded=answer.degraded,
         reasons=answer.degraded_reasons,
@@ -30,13 +29,12 @@ async def decisions(
 
 
 @router.post("/reroute", response_model=DecisionRead, openapi_extra=bodies.request_body(RerouteCreate))
-async def reroute(
-    request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep, _: RouterDep
-) -> Response:
-    """The decision again after an exception, never choosing what failed."""
+async def reroute(request: Request) -> Response:
+    """The decision again after an exception, never choosing what failed (a router's token)."""
+    context = await hot_path(request)
     body = await bodies.parse(request, RerouteCreate)
-    answer = service.decide(runtime=runtime, body=body, request_id=request_id, excluded=body.excluded)
-    metrics.answered(
+    answer = service.decide(runtime=context.runtime, body=body, request_id=context.request_id, excluded=body.excluded)
+    context.metrics.answered(
         endpoint="/v1/routing/reroute",
         degraded=answer.degraded,
         reasons=answer.degraded_reasons,

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from serving import bodies
 from serving import runtime as service
-from serving.deps import MetricsDep, RequestIdDep, RouterDep, RuntimeDep
+from serving.deps import hot_path
 from serving.schemas import RiskScoresCreate, RiskScoresRead
 
 router = APIRouter(prefix="/v1", tags=["risk"])
@@ -19,14 +19,13 @@ router = APIRouter(prefix="/v1", tags=["risk"])
     openapi_extra=bodies.request_body(RiskScoresCreate),
     responses={413: {"description": "too many candidates in one request"}},
 )
-async def risk_scores(
-    request: Request, runtime: RuntimeDep, request_id: RequestIdDep, metrics: MetricsDep, _: RouterDep
-) -> Response:
-    """Carrier-delay, node-congestion and combined late risk per candidate."""
+async def risk_scores(request: Request) -> Response:
+    """Carrier-delay, node-congestion and combined late risk per candidate (a router's token)."""
+    context = await hot_path(request)
     # Scoring is CPU-bound and short: it runs on the event loop rather than paying a thread hop.
     body = await bodies.parse(request, RiskScoresCreate)
-    answer = service.score_candidates(runtime=runtime, body=body, request_id=request_id)
-    metrics.answered(
+    answer = service.score_candidates(runtime=context.runtime, body=body, request_id=context.request_id)
+    context.metrics.answered(
         endpoint="/v1/risk-scores",
         degraded=answer.degraded,
         reasons=answer.degraded_reasons,

@@ -143,6 +143,18 @@ def test_offline_and_online_agree_after_replaying_the_same_events(tiny_history):
     assert np.nanmax(offline_features["assigned_today"].astype(float)) > 10
 
 
+def test_one_online_query_answers_rows_at_many_times_each_at_its_own_time(tiny_history):
+    """A batch whose rows were decided at different times: each row sees only what was known before its time."""
+    shipments = tiny_history.shipments
+    events = events_from_history(history=tiny_history)
+    cutoff = shipments["allocated_at"].quantile(0.8)
+    state = OnlineFeatureState()
+    state.ingest_frame(events[events["event_time"] < cutoff])
+    rows = shipments[shipments["allocated_at"] < cutoff].tail(400).reset_index(drop=True)
+    assert rows["allocated_at"].nunique() > 100
+    assert _mismatches(_features(tiny_history, rows), state.features(rows=rows)) == {}
+
+
 def test_online_state_refuses_events_out_of_time_order(tiny_history):
     events = events_from_history(history=tiny_history)
     state = OnlineFeatureState()
