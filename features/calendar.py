@@ -27,8 +27,8 @@ def is_peak(*, days: np.ndarray) -> np.ndarray:
     flags = np.zeros(days.shape, dtype=bool)
     if days.size == 0:
         return flags
-    years = days.ravel().astype("datetime64[Y]").astype(np.int64) + 1970
-    for year in set(years.tolist()):
+    first, last = (int(y) + 1970 for y in np.array([days.min(), days.max()]).astype("datetime64[Y]").astype(np.int64))
+    for year in range(first, last + 1):
         start, end = _peak_days(year=year)
         flags |= (days >= start) & (days <= end)
     return flags

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
@@ -431,13 +432,12 @@ class OnlineFeatureState:
         for keyset in _KEYSETS:
             keys = list(zip(*(static[k] for k in keyset))) if keyset else [()] * n
             pairs = keys if uniform else list(zip(keys, t.tolist()))
-            distinct = {pair: i for i, pair in enumerate(dict.fromkeys(pairs))}
-            inverse.append([distinct[pair] for pair in pairs])
+            distinct = dict(zip(dict.fromkeys(pairs), range(n)))  # pair -> its number, in order of appearance
+            inverse.append(list(map(distinct.__getitem__, pairs)))
             asked.append(list(distinct) if uniform else [key for key, _ in distinct])
             if not uniform:
                 times.extend(when for _, when in distinct)
-            known = self._codes.get(keyset, {})
-            codes.extend(known.get(key, -1) for key in asked[-1])
+            codes.extend(map(self._codes.get(keyset, {}).get, asked[-1], repeat(-1)))
         return (
             asked,
             np.array(inverse, dtype=np.int64).reshape(len(_KEYSETS), n),
@@ -447,14 +447,13 @@ class OnlineFeatureState:
 
     def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Each row's node capacity and opening backlog for its day, when known before its time."""
-        capacity = np.full(len(t), np.nan)
-        backlog = np.full(len(t), np.nan)
-        for i, (node, when) in enumerate(zip(node_id, t.tolist())):
-            midnight = when - when % DAY
-            known = self._node_days.get((str(node), midnight))
-            if known is not None and when > midnight:
-                capacity[i], backlog[i] = known
-        return {"capacity": capacity, "backlog_start": backlog}
+        midnight = t - t % DAY
+        known = list(map(self._node_days.get, zip(map(str, node_id), midnight.tolist())))
+        # A day's figures are stamped at its midnight: a row at that very second does not know them yet.
+        after = (t > midnight).tolist()
+        capacity = [k[0] if k is not None and a else np.nan for k, a in zip(known, after)]
+        backlog = [k[1] if k is not None and a else np.nan for k, a in zip(known, after)]
+        return {"capacity": np.array(capacity, dtype=np.float64), "backlog_start": np.array(backlog, dtype=np.float64)}
 
     def _notice_arrays(self) -> Notices | None:
         """The notices received so far, as arrays (rebuilt only after a new notice)."""

@@ -49,13 +49,14 @@ _ONE = {"s": timedelta(seconds=1), "D": timedelta(days=1)}
 
 def _moments(values: list, unit: str) -> np.ndarray:
     """Dates or naive times as datetime64, each distinct value converted once (a request's candidates share most)."""
-    converted: dict = {}
     step = _ONE[unit]
-    for value in values:
-        if value not in converted:
-            start = _EPOCH if isinstance(value, datetime) else _EPOCH.date()
-            converted[value] = (value - start) // step
-    return np.array([converted[v] for v in values], dtype=np.int64).astype(f"datetime64[{unit}]")
+    converted = {
+        value: (value - (_EPOCH if isinstance(value, datetime) else _EPOCH.date())) // step
+        for value in dict.fromkeys(values)
+    }
+    return np.fromiter(map(converted.__getitem__, values), dtype=np.int64, count=len(values)).astype(
+        f"datetime64[{unit}]"
+    )
 
 
 def query_rows(*, queries: RiskQueries) -> dict[str, np.ndarray]:

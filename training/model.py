@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,8 +124,8 @@ class RiskModel:
                 codes = pd.Categorical(np.asarray(values, dtype=object), categories=self.categories_[name]).codes
                 matrix[:, j] = np.where(codes >= 0, codes, np.nan)
             elif name in self.codes_:
-                lookup = self.codes_[name]
-                matrix[:, j] = [lookup.get(v, np.nan) if isinstance(v, str) else np.nan for v in values]
+                # Only category strings are keys: None, NaN and unseen values all read as missing.
+                matrix[:, j] = list(map(self.codes_[name].get, values, repeat(np.nan, n)))
             else:
                 matrix[:, j] = np.asarray(values, dtype=np.float64)
         return matrix
