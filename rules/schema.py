@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -161,6 +162,11 @@ class Ruleset(_Document):
 
     def content_hash(self) -> str:
         """SHA-256 of the canonical JSON encoding: equal documents, equal hashes."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
+        # Every decision is stamped with the hash: computed once per ruleset (a frozen model; equality ignores it).
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
