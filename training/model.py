@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import lightgbm as lgb
 import numpy as np
@@ -22,9 +22,6 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from training.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from training.compiled import CompiledForest
 
 BOOSTER_FILE = "booster.txt"
 META_FILE = "model.json"
@@ -49,6 +46,14 @@ DEFAULT_PARAMS: dict[str, object] = {
 }
 MAX_ROUNDS = 2_000
 EARLY_STOPPING_ROUNDS = 50
+
+
+class CompiledPredictor(Protocol):
+    """A forest's predictions without the booster (see `training.compiled`)."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities for the rows of X."""
+        ...
 
 
 @dataclass
@@ -110,7 +115,7 @@ class RiskModel:
         self.calibration = calibration
         self.num_threads_ = 0  # 0 = LightGBM's default; a model loaded for serving scores on one thread
         # The forest compiled to native code (`training.compiled`), once the service has compiled it.
-        self.compiled_: CompiledForest | None = None
+        self.compiled_: CompiledPredictor | None = None
 
     # ----- encoding -------------------------------------------------------------------------
     def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
