@@ -6,6 +6,7 @@ Everything here is callable without HTTP: the routers only translate bodies and 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -442,7 +443,7 @@ def decide(
                     "handling": t.handling,
                     "late_penalty": t.late_penalty,
                     "lane_adjustment": t.lane_adjustment,
-                    "total": t.total if np.isfinite(t.total) else None,
+                    "total": t.total if math.isfinite(t.total) else None,
                 }
                 for t in decision.candidates
             ],
