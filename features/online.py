@@ -383,7 +383,7 @@ class OnlineFeatureState:
         per_aggregate = sizes[_PLAN_KEYSET]
         start = np.concatenate([[0], np.cumsum(per_aggregate)])
         query = np.arange(start[-1]) + np.repeat(key_start[_PLAN_KEYSET] - start[:-1], per_aggregate)
-        at = times[query] if len(times) > 1 else np.repeat(times, len(query))
+        at = times[query]
         midnight = at - at % DAY
         terms = _PLAN_TERMS[:, np.repeat(np.arange(len(_PLAN)), per_aggregate)]
         base = codes[query] * KEY_SHIFT
@@ -425,7 +425,7 @@ class OnlineFeatureState:
         self, *, static: dict[str, np.ndarray], t: np.ndarray
     ) -> tuple[list[list[tuple]], np.ndarray, np.ndarray, np.ndarray]:
         """Per key set, its distinct (key, time) queries' keys and each row's query; then every query's
-        key code and time, key set after key set (one time for all when every row has the same)."""
+        key code and time, key set after key set."""
         n = len(t)
         uniform = n == 0 or t.min() == t.max()  # the usual request: every candidate decided at one time
         asked, inverse, codes, times = [], [], [], []
@@ -442,7 +442,7 @@ class OnlineFeatureState:
             asked,
             np.array(inverse, dtype=np.int64).reshape(len(_KEYSETS), n),
             np.array(codes, dtype=np.int64),
-            np.array(times if not uniform else t[:1], dtype=np.int64),
+            np.array(times, dtype=np.int64) if not uniform else np.repeat(t[:1], len(codes)),
         )
 
     def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:

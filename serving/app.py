@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import gc
 import json
 import logging
 import os
@@ -170,9 +169,6 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.runtime = runtime or runtime_module.start(settings=settings or get_settings())
         app.state.metrics.models(versions=app.state.runtime.models.versions(), names=runtime_module.MODEL_NAMES)
-        # What startup built (the warm-started state: many long-lived objects) lives as long as the
-        # worker; the garbage collector need not walk it again on every full collection.
-        gc.freeze()
         loaded = app.state.runtime
         watchers = []
         if runtime is None:
