@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
@@ -90,6 +90,13 @@ class RiskQueries:
 
     def __len__(self) -> int:
         return len(self.node_id)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple]) -> RiskQueries:
+        """Queries from one tuple per query in the fields' order, transposed in one pass."""
+        names = [field.name for field in fields(cls)]
+        columns = [list(column) for column in zip(*rows)] or [[] for _ in names]
+        return cls(**dict(zip(names, columns, strict=True)))
 
 
 @dataclass(frozen=True)
@@ -263,25 +270,26 @@ def _lane_adjustment(*, ruleset: Ruleset, carrier: str, dest_region: str) -> flo
 
 def risk_queries(*, orders: Sequence[Order], candidates: Sequence[Sequence[Candidate]]) -> tuple[RiskQueries, list]:
     """Every (order, candidate, option) whose risk is needed, and where each order's slice starts."""
-    columns: dict[str, list] = {name: [] for name in RiskQueries.__dataclass_fields__}
-    index = []
-    for order, options_of in zip(orders, candidates):
-        rows = []
-        for candidate in options_of:
-            for option in candidate.options:
-                rows.append((candidate, option))
-                columns["decided_at"].append(order.decided_at)
-                columns["node_id"].append(candidate.node_id)
-                columns["node_type"].append(candidate.node_type)
-                columns["origin_region"].append(candidate.region)
-                columns["dest_region"].append(order.dest_region)
-                columns["carrier"].append(option.carrier)
-                columns["service"].append(option.service)
-                columns["distance_km"].append(candidate.distance_km)
-                columns["ship_by"].append(option.ship_by)
-                columns["promised_delivery"].append(order.promised_delivery)
-        index.append(rows)
-    return RiskQueries(**columns), index
+    index = [
+        [(candidate, option) for candidate in options_of for option in candidate.options] for options_of in candidates
+    ]
+    queries = RiskQueries.from_rows(
+        (
+            order.decided_at,
+            candidate.node_id,
+            candidate.node_type,
+            candidate.region,
+            order.dest_region,
+            option.carrier,
+            option.service,
+            candidate.distance_km,
+            option.ship_by,
+            order.promised_delivery,
+        )
+        for order, rows in zip(orders, index)
+        for candidate, option in rows
+    )
+    return queries, index
 
 
 def _units(order: Order) -> list[tuple[OrderLine, ...]]:
@@ -382,29 +390,36 @@ def decide(
     best, pick, late = _cheapest_per_node(
         eligible=eligible, total=total, node_of_row=node_of_row, n_nodes=len(ordered), rows=rows, p_late=p_late
     )
+    # The trace reads plain Python values: indexing numpy arrays element by element costs more than the rest.
+    row_supply = supply[node_of_row].tolist()
+    subset_line_ids = [tuple(line.line_id for line in lines) for lines in subset_lines]
+    handling_of, total_of, hazmat_of = handling.tolist(), total.tolist(), hazmat_bad.tolist()
+    risks = zip(p_carrier.tolist(), p_congestion.tolist(), p_late.tolist(), (penalty * p_late).tolist(), lane.tolist())
     traces = []
-    for r, (candidate, option) in enumerate(rows):
-        full = int(supply[node_of_row[r]])
+    for r, ((candidate, option), (carrier_delay, congestion, late_risk, late_cost, lane_cost)) in enumerate(
+        zip(rows, risks)
+    ):
+        full = row_supply[r]
         if full == 0:
             rule, lines, row_handling, row_total = "inventory", (), candidate.handling_cost, math.inf
         else:
-            rule = option_rules[r] or (hazmat.id if hazmat_bad[r, full] else None)
-            lines, row_handling, row_total = subset_lines[full], float(handling[r, full]), float(total[r, full])
+            rule = option_rules[r] or (hazmat.id if hazmat_of[r][full] else None)
+            lines, row_handling, row_total = subset_line_ids[full], handling_of[r][full], total_of[r][full]
         traces.append(
             OptionTrace(
                 node_id=candidate.node_id,
                 carrier=option.carrier,
                 service=option.service,
-                lines=tuple(line.line_id for line in lines),
+                lines=lines,
                 eligible=rule is None,
                 excluded_by=rule,
-                p_carrier_delay=float(p_carrier[r]),
-                p_node_congestion=float(p_congestion[r]),
-                p_late=float(p_late[r]),
+                p_carrier_delay=carrier_delay,
+                p_node_congestion=congestion,
+                p_late=late_risk,
                 shipping=option.cost,
                 handling=row_handling,
-                late_penalty=float(penalty * p_late[r]),
-                lane_adjustment=float(lane[r]),
+                late_penalty=late_cost,
+                lane_adjustment=lane_cost,
                 total=row_total,
             )
         )

@@ -9,7 +9,7 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from pathlib import Path
@@ -286,9 +286,6 @@ def record_events(*, runtime: Runtime, body: schemas.EventsCreate, request_id: s
     )
 
 
-_QUERY_FIELDS = tuple(field.name for field in fields(RiskQueries))
-
-
 def _now() -> datetime:
     """Now, as the naive wall-clock time the features are kept in."""
     return datetime.now(timezone.utc).replace(tzinfo=None)
@@ -301,25 +298,21 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
             f"candidates: {len(body.candidates)} in one request; the limit is {runtime.settings.max_batch}"
         )
     now = _now()
-    # One pass over the candidates, transposed into the query columns.
-    columns = zip(
-        *(
-            (
-                c.decided_at or now,
-                c.node_id,
-                c.node_type,
-                c.origin_region,
-                c.dest_region,
-                c.carrier,
-                c.service,
-                c.distance_km,
-                c.ship_by,
-                c.promised_delivery,
-            )
-            for c in body.candidates
+    queries = RiskQueries.from_rows(
+        (
+            c.decided_at or now,
+            c.node_id,
+            c.node_type,
+            c.origin_region,
+            c.dest_region,
+            c.carrier,
+            c.service,
+            c.distance_km,
+            c.ship_by,
+            c.promised_delivery,
         )
+        for c in body.candidates
     )
-    queries = RiskQueries(**{name: list(column) for name, column in zip(_QUERY_FIELDS, columns, strict=True)})
     scorer = runtime.scorer
     features = scorer.features(queries)
     scores = scorer.score_features(features=features, decided_at=queries.decided_at)
