@@ -342,9 +342,9 @@ def decide(
             candidate=candidate,
             option=option,
             load=candidate.assigned_today + extra_load.get(candidate.node_id, 0.0),
-            p_late=float(p_late[r]),
+            p_late=late_risk,
         )
-        for r, (candidate, option) in enumerate(rows)
+        for (candidate, option), late_risk in zip(rows, p_late.tolist())
     ]
     lanes: dict[str, float] = {}
     lane = np.array(
