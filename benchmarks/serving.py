@@ -199,7 +199,7 @@ def decision_body(*, history, decided: pd.Timestamp) -> dict:
     }
 
 
-def raw_predict_ms(*, rows: pd.DataFrame, history, n: int, compiled_dir: Path) -> tuple[float, float, pd.DataFrame]:
+def predict_ms(*, rows: pd.DataFrame, history, n: int, compiled_dir: Path) -> tuple[float, float, pd.DataFrame]:
     """p50 of Booster.predict and of the compiled forest, both champions summed, on the 50 rows;
     and the carrier model's feature table."""
     from features.offline import features_for_rows, prepare
@@ -306,7 +306,7 @@ def main() -> None:
     history, _ = load_history(path=args.data_dir / "history" / "default")
     rows, decided = order_candidates(history=history, n=50)
     settings = Settings(data_dir=args.data_dir)
-    raw_ms, compiled_ms, carrier_table = raw_predict_ms(
+    raw_ms, compiled_ms, carrier_table = predict_ms(
         rows=rows, history=history, n=args.requests, compiled_dir=settings.compiled_dir
     )
     mlflow_body = {"dataframe_split": json.loads(carrier_table.to_json(orient="split", index=False))}

@@ -102,10 +102,6 @@ class _KeyedEntries:
         self.tail_composite, self.tail_values = [], []
         self._sorted_tail = None
 
-    def lookup(self, keys: list[tuple]) -> np.ndarray:
-        """The code of each key, -1 for a key never seen."""
-        return np.fromiter((self.codes.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-
     def windows(self, *, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time (lo <= hi).
 

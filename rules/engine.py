@@ -94,7 +94,7 @@ class RiskQueries:
     @classmethod
     def from_rows(cls, rows: Iterable[tuple]) -> RiskQueries:
         """Queries from one tuple per query in the fields' order, transposed in one pass."""
-        names = [field.name for field in fields(cls)]
+        names = [f.name for f in fields(cls)]
         columns = [list(column) for column in zip(*rows)] or [[] for _ in names]
         return cls(**dict(zip(names, columns, strict=True)))
 

@@ -145,8 +145,8 @@ def compile_in_background(*, runtime: Runtime) -> threading.Thread | None:
     """
     if not runtime.settings.compile_models:
         return None
-    pending = [m for m in (runtime.models.carrier_delay, runtime.models.node_congestion) if m is not None]
-    pending = [m for m in pending if m.model.compiled_ is None]
+    models = (runtime.models.carrier_delay, runtime.models.node_congestion)
+    pending = [m for m in models if m is not None and m.model.compiled_ is None]
     if not pending:
         return None
     thread = threading.Thread(

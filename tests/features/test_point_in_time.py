@@ -261,7 +261,7 @@ def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(en
     keys = [(q[0],) for q in queries]
     lo = np.array([q[1] - q[2] for q in queries])
     hi = np.array([q[1] for q in queries])
-    base = index.lookup(keys) * KEY_SHIFT
+    base = np.array([index.codes.get(k, -1) for k in keys], dtype=np.int64) * KEY_SHIFT
     counts, totals = index.windows(bounds=np.stack([base + lo, base + hi]))
     for g, (key, t_hi, width) in enumerate(queries):
         inside = [v for k, w, v in entries if k == key and t_hi - width <= w < t_hi]
