@@ -28,6 +28,7 @@ from rules.errors import RulesError
 from serving import bodies
 from serving import runtime as runtime_module
 from serving.console import pages as console
+from serving.hot import FastLane
 from serving.metrics import Metrics
 from serving.routers import audit, events, health, proposals, routing, rulesets, scores, tokens
 from serving.settings import Settings, get_settings
@@ -192,6 +193,8 @@ def create_app(*, settings: Settings | None = None, runtime: runtime_module.Runt
 
     app.state.metrics = Metrics()
 
+    # The last added is the outermost: every request gets its id and timing, then the hot routes their lane.
+    app.add_middleware(FastLane, routes=(scores.RISK_SCORES, routing.DECISIONS, routing.REROUTE))
     app.add_middleware(RequestContext, metrics=app.state.metrics)
 
     @app.get("/metrics", include_in_schema=False)

@@ -71,23 +71,32 @@ def principal_from(*, runtime: Runtime, authorization: str | None) -> Principal:
     return principal
 
 
-def roles(*allowed: str, open_with_setting: bool = False):
-    """A dependency admitting only principals whose role is in `allowed` (admin is not implied)."""
+@dataclass(frozen=True)
+class RoleCheck:
+    """A dependency admitting only principals whose role is in `roles` (admin is not implied)."""
 
-    async def check(request: Request) -> Principal:
-        runtime: Runtime = request.app.state.runtime
-        if open_with_setting and runtime.settings.open_routing:
+    roles: tuple[str, ...]
+    open_with_setting: bool = False
+
+    def admit(self, *, runtime: Runtime, authorization: str | None) -> Principal:
+        """The principal an Authorization header names, if its role is admitted; a 401 or 403 otherwise."""
+        if self.open_with_setting and runtime.settings.open_routing:
             return TRUSTED
-        principal = principal_from(runtime=runtime, authorization=request.headers.get("authorization"))
-        if principal.role not in allowed:
+        principal = principal_from(runtime=runtime, authorization=authorization)
+        if principal.role not in self.roles:
             raise HTTPException(
                 status_code=403,
-                detail=f"{principal.name} is {principal.role}; this endpoint needs {' or '.join(allowed)}",
+                detail=f"{principal.name} is {principal.role}; this endpoint needs {' or '.join(self.roles)}",
             )
         return principal
 
-    check.roles = allowed  # read by the role x endpoint test and the docs
-    return check
+    async def __call__(self, request: Request) -> Principal:
+        return self.admit(runtime=request.app.state.runtime, authorization=request.headers.get("authorization"))
+
+
+def roles(*allowed: str, open_with_setting: bool = False) -> RoleCheck:
+    """A dependency admitting only principals whose role is in `allowed`."""
+    return RoleCheck(roles=allowed, open_with_setting=open_with_setting)
 
 
 admit_router = roles("router", open_with_setting=True)
@@ -98,26 +107,6 @@ ReaderDep = Annotated[Principal, Depends(roles("ops_lead", "data_scientist", "ad
 AuditorDep = Annotated[Principal, Depends(roles("ops_lead", "admin"))]
 AdminDep = Annotated[Principal, Depends(roles("admin"))]
 WithdrawerDep = Annotated[Principal, Depends(roles("data_scientist", "ops_lead", "admin"))]
-
-
-@dataclass(frozen=True)
-class HotPath:
-    """What a hot-path route works with."""
-
-    runtime: Runtime
-    request_id: str
-    metrics: Metrics
-
-
-async def hot_path(request: Request) -> HotPath:
-    """A router's request admitted and its context gathered by hand.
-
-    The risk-score and routing routes take only the request: FastAPI's dependency resolution
-    costs a live request more than parsing its body does. The checks are the same as RouterDep's.
-    """
-    await admit_router(request)
-    state = request.app.state
-    return HotPath(runtime=state.runtime, request_id=request.state.request_id, metrics=state.metrics)
 
 
 @contextmanager
