@@ -216,13 +216,45 @@ def smoothed_rate(*, count: np.ndarray, total: np.ndarray, prior: np.ndarray) ->
     return (total + PRIOR_STRENGTH * prior) / (count + PRIOR_STRENGTH)
 
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, NaN where the denominator is zero or unknown."""
-    denominator = np.asarray(denominator)
-    # Divides only where defined (no warnings to silence, which costs more than the division on a live request).
+def _ratios(numerators: list[np.ndarray], denominators: list[np.ndarray]) -> np.ndarray:
+    """Each numerator / denominator pair as one row, NaN where the denominator is zero or unknown."""
+    denominator = np.array(denominators, dtype=np.float64)
+    # One division for every pair, only where defined (a live request pays per array operation, not per row).
     return np.divide(
-        numerator, denominator, out=np.full(denominator.shape, np.nan), where=denominator > 0, dtype=np.float64
+        np.array(numerators, dtype=np.float64),
+        denominator,
+        out=np.full(denominator.shape, np.nan),
+        where=denominator > 0,
     )
+
+
+# Late rates shrunk toward the network's rate: feature -> (aggregate, the network-wide aggregate it is shrunk toward).
+SMOOTHED_RATES: dict[str, tuple[str, str]] = {
+    "carrier_late_rate_28d": ("delivery_carrier_28d", "delivery_all_28d"),
+    "lane_late_rate_7d": ("delivery_lane_7d", "delivery_all_28d"),
+    "lane_late_rate_28d": ("delivery_lane_28d", "delivery_all_28d"),
+    "region_late_rate_1d": ("delivery_region_1d", "delivery_all_28d"),
+    "region_late_rate_3d": ("delivery_region_3d", "delivery_all_28d"),
+    "dest_late_rate_2d": ("delivery_dest_2d", "delivery_all_28d"),
+    "dest_late_rate_7d": ("delivery_dest_7d", "delivery_all_28d"),
+    "region_late_rate_7d": ("delivery_region_7d", "delivery_all_28d"),
+    "region_late_rate_28d": ("delivery_region_28d", "delivery_all_28d"),
+    "node_late_rate_1d": ("handover_node_1d", "handover_all_28d"),
+    "node_late_rate_7d": ("handover_node_7d", "handover_all_28d"),
+    "node_late_rate_28d": ("handover_node_28d", "handover_all_28d"),
+    "node_type_late_rate_7d": ("handover_type_7d", "handover_all_28d"),
+}
+NETWORK_RATES = ("delivery_all_28d", "handover_all_28d")
+# Counts of entries in a window, as features: feature -> aggregate.
+WINDOW_COUNTS: dict[str, str] = {
+    "lane_outcomes_7d": "delivery_lane_7d",
+    "lane_outcomes_28d": "delivery_lane_28d",
+    "region_outcomes_7d": "delivery_region_7d",
+    "carrier_volume_1d": "allocated_carrier_1d",
+    "node_outcomes_7d": "handover_node_7d",
+    "assigned_today": "allocated_node_today",
+    "assigned_yesterday": "allocated_node_yesterday",
+}
 
 
 def derive_features(
@@ -234,51 +266,39 @@ def derive_features(
 ) -> dict[str, np.ndarray]:
     """All model features from the row's static features, window aggregates and known state."""
     f = dict(static)
-
-    # The network's rates, each computed once for the many rates shrunk toward it.
-    priors = {
-        name: _ratio(aggregates[name][1], aggregates[name][0]) for name in ("delivery_all_28d", "handover_all_28d")
-    }
-
-    def rate(name: str, prior: str) -> np.ndarray:
-        count, total = aggregates[name]
-        return smoothed_rate(count=count, total=total, prior=priors[prior])
-
-    f["carrier_late_rate_28d"] = rate("delivery_carrier_28d", "delivery_all_28d")
-    f["lane_late_rate_7d"] = rate("delivery_lane_7d", "delivery_all_28d")
-    f["lane_late_rate_28d"] = rate("delivery_lane_28d", "delivery_all_28d")
-    f["lane_outcomes_7d"] = aggregates["delivery_lane_7d"][0].astype(np.float64)
-    f["lane_outcomes_28d"] = aggregates["delivery_lane_28d"][0].astype(np.float64)
-    f["region_late_rate_1d"] = rate("delivery_region_1d", "delivery_all_28d")
-    f["region_late_rate_3d"] = rate("delivery_region_3d", "delivery_all_28d")
-    f["dest_late_rate_2d"] = rate("delivery_dest_2d", "delivery_all_28d")
-    f["dest_late_rate_7d"] = rate("delivery_dest_7d", "delivery_all_28d")
-    f["region_late_rate_7d"] = rate("delivery_region_7d", "delivery_all_28d")
-    f["region_late_rate_28d"] = rate("delivery_region_28d", "delivery_all_28d")
-    f["region_outcomes_7d"] = aggregates["delivery_region_7d"][0].astype(np.float64)
-    transit_count, transit_total = aggregates["transit_lane_28d"]
-    f["lane_transit_days"] = _ratio(transit_total, transit_count)
-    f["slack_days"] = f["carrier_days"] - f["lane_transit_days"]
-    f["carrier_exception_rate_7d"] = _ratio(aggregates["exception_carrier_7d"][0], aggregates["handed_carrier_7d"][0])
-    f["carrier_volume_1d"] = aggregates["allocated_carrier_1d"][0].astype(np.float64)
-    f["carrier_volume_ratio"] = _ratio(f["carrier_volume_1d"] * 28.0, aggregates["allocated_carrier_28d"][0])
-    f["disruptions_known"] = np.asarray(disruptions["count"], dtype=np.float64)
-    f["disruption_severity"] = np.asarray(disruptions["severity"], dtype=np.float64)
-
-    f["node_late_rate_1d"] = rate("handover_node_1d", "handover_all_28d")
-    f["node_late_rate_7d"] = rate("handover_node_7d", "handover_all_28d")
-    f["node_late_rate_28d"] = rate("handover_node_28d", "handover_all_28d")
-    f["node_outcomes_7d"] = aggregates["handover_node_7d"][0].astype(np.float64)
-    f["node_type_late_rate_7d"] = rate("handover_type_7d", "handover_all_28d")
+    f.update(zip(WINDOW_COUNTS, np.array([aggregates[a][0] for a in WINDOW_COUNTS.values()], dtype=np.float64)))
     capacity = np.asarray(node_state["capacity"], dtype=np.float64)
     backlog = np.asarray(node_state["backlog_start"], dtype=np.float64)
     f["capacity_today"] = capacity
     f["backlog_start"] = backlog
-    f["backlog_ratio"] = _ratio(backlog, capacity)
-    f["assigned_today"] = aggregates["allocated_node_today"][0].astype(np.float64)
-    f["utilisation_so_far"] = _ratio(f["assigned_today"] + backlog, capacity)
-    f["assigned_yesterday"] = aggregates["allocated_node_yesterday"][0].astype(np.float64)
-    f["utilisation_yesterday"] = _ratio(f["assigned_yesterday"], capacity)
+    f["disruptions_known"] = np.asarray(disruptions["count"], dtype=np.float64)
+    f["disruption_severity"] = np.asarray(disruptions["severity"], dtype=np.float64)
+
+    # Every ratio in one division: the network's rates first (each shrinks many rates), then the features.
+    ratios = {
+        **{name: (aggregates[name][1], aggregates[name][0]) for name in NETWORK_RATES},
+        "lane_transit_days": (aggregates["transit_lane_28d"][1], aggregates["transit_lane_28d"][0]),
+        "carrier_exception_rate_7d": (aggregates["exception_carrier_7d"][0], aggregates["handed_carrier_7d"][0]),
+        "carrier_volume_ratio": (f["carrier_volume_1d"] * 28.0, aggregates["allocated_carrier_28d"][0]),
+        "backlog_ratio": (backlog, capacity),
+        "utilisation_so_far": (f["assigned_today"] + backlog, capacity),
+        "utilisation_yesterday": (f["assigned_yesterday"], capacity),
+    }
+    divided = dict(zip(ratios, _ratios(*zip(*ratios.values()))))
+    priors = [divided.pop(name) for name in NETWORK_RATES]
+    f.update(divided)
+    f["slack_days"] = f["carrier_days"] - f["lane_transit_days"]
+
+    # The rates shrunk toward each network rate, in one stack each.
+    for network, prior in zip(NETWORK_RATES, priors):
+        shrunk = [name for name, (_, toward) in SMOOTHED_RATES.items() if toward == network]
+        counted = [aggregates[SMOOTHED_RATES[name][0]] for name in shrunk]
+        smoothed = smoothed_rate(
+            count=np.array([count for count, _ in counted], dtype=np.float64),
+            total=np.array([total for _, total in counted], dtype=np.float64),
+            prior=prior,
+        )
+        f.update(zip(shrunk, smoothed))
     return f
 
 

@@ -102,21 +102,23 @@ class _KeyedEntries:
         self.tail_composite, self.tail_values = [], []
         self._sorted_tail = None
 
-    def windows(self, *, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time (lo <= hi).
+    def windows(self, *, bounds: np.ndarray, counts: np.ndarray, totals: np.ndarray) -> None:
+        """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time (lo <= hi),
+        written into `counts` and `totals`.
 
         A key never seen (code -1) has negative bounds, below every entry: it counts nothing.
         """
         # Every window has lo <= hi, so the lower search never lands past the upper one.
-        i_lo, i_hi = np.searchsorted(self.composite, bounds, side="left")
-        counts = i_hi - i_lo
-        totals = self.cumulative[i_hi] - self.cumulative[i_lo]
+        found = np.searchsorted(self.composite, bounds, side="left")
+        np.subtract(found[1], found[0], out=counts)
+        summed = self.cumulative.take(found)
+        np.subtract(summed[1], summed[0], out=totals)
         if self.tail_composite:
             tail, running = self._tail()
-            t_lo, t_hi = np.searchsorted(tail, bounds, side="left")
-            counts = counts + (t_hi - t_lo)
-            totals = totals + running[t_hi] - running[t_lo]
-        return counts, totals
+            found = np.searchsorted(tail, bounds, side="left")
+            counts += found[1] - found[0]
+            summed = running.take(found)
+            totals += summed[1] - summed[0]
 
     def _tail(self) -> tuple[np.ndarray, np.ndarray]:
         """The unmerged tail sorted, with running sums (kept until the next entry arrives)."""
@@ -394,7 +396,7 @@ class OnlineFeatureState:
             s, e = start[first], start[end]
             entries = self._entries.get(group)
             if entries is not None and e > s:
-                counts[s:e], totals[s:e] = entries.windows(bounds=bounds[:, s:e])
+                entries.windows(bounds=bounds[:, s:e], counts=counts[s:e], totals=totals[s:e])
             late = due.get(group)
             if late and e > s:
                 # Late outcomes not yet settled count as 1 each inside the window.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import repeat
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +66,11 @@ class Calibrator:
     y_: list[float] = field(default_factory=list)
     a_: float = 1.0
     b_: float = 0.0
+    # The isotonic steps as arrays, made once (np.interp would convert the lists on every live request).
+    _steps: tuple[np.ndarray, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._steps = (np.asarray(self.x_, dtype=np.float64), np.asarray(self.y_, dtype=np.float64))
 
     def fit(self, *, raw: np.ndarray, y: np.ndarray) -> Calibrator:
         """Learn the mapping on validation forecasts and outcomes."""
@@ -72,6 +78,7 @@ class Calibrator:
             iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-4, y_max=1 - 1e-4).fit(raw, y)
             self.x_ = [float(v) for v in iso.X_thresholds_]
             self.y_ = [float(v) for v in iso.y_thresholds_]
+            self.__post_init__()
         elif self.method == "platt":
             logit = np.log(np.clip(raw, 1e-9, 1 - 1e-9) / np.clip(1 - raw, 1e-9, 1)).reshape(-1, 1)
             platt = LogisticRegression(C=1e6).fit(logit, y)
@@ -83,7 +90,7 @@ class Calibrator:
     def transform(self, raw: np.ndarray) -> np.ndarray:
         """Calibrated probabilities for raw ones."""
         if self.method == "isotonic":
-            return np.interp(raw, self.x_, self.y_)
+            return np.interp(raw, *self._steps)
         logit = np.log(np.clip(raw, 1e-9, 1 - 1e-9) / np.clip(1 - raw, 1e-9, 1))
         return 1.0 / (1.0 + np.exp(-(self.a_ * logit + self.b_)))
 
@@ -118,21 +125,29 @@ class RiskModel:
         self.compiled_: CompiledPredictor | None = None
 
     # ----- encoding -------------------------------------------------------------------------
+    @cached_property
+    def _layout(self) -> tuple[list[str], np.ndarray, list[tuple[int, str]]]:
+        """Numeric feature names and their matrix columns; (column, name) of each categorical feature."""
+        numeric = [(j, name) for j, name in enumerate(self.features_) if name not in self.codes_]
+        categorical = [(j, name) for j, name in enumerate(self.features_) if name in self.codes_]
+        return [name for _, name in numeric], np.array([j for j, _ in numeric], dtype=np.intp), categorical
+
     def encode(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Feature columns (arrays by name) as the float matrix the booster reads; no pandas."""
         n = len(next(iter(columns.values())))
+        numeric, at, categorical = self._layout
         matrix = np.empty((n, len(self.features_)), dtype=np.float64)
-        for j, name in enumerate(self.features_):
+        # Every numeric column in one stack: a live request's many short columns cost more one at a time.
+        matrix[:, at] = np.array([columns[name] for name in numeric], dtype=np.float64).T
+        for j, name in categorical:
             values = columns[name]
-            if name in self.codes_ and n > LARGE_BATCH:
+            if n > LARGE_BATCH:
                 # Many rows (a backtest): pandas maps them in one pass; unknown values become missing.
                 codes = pd.Categorical(np.asarray(values, dtype=object), categories=self.categories_[name]).codes
                 matrix[:, j] = np.where(codes >= 0, codes, np.nan)
-            elif name in self.codes_:
+            else:
                 # Only category strings are keys: None, NaN and unseen values all read as missing.
                 matrix[:, j] = list(map(self.codes_[name].get, values, repeat(np.nan, n)))
-            else:
-                matrix[:, j] = np.asarray(values, dtype=np.float64)
         return matrix
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:

@@ -262,7 +262,8 @@ def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(en
     lo = np.array([q[1] - q[2] for q in queries])
     hi = np.array([q[1] for q in queries])
     base = np.array([index.codes.get(k, -1) for k in keys], dtype=np.int64) * KEY_SHIFT
-    counts, totals = index.windows(bounds=np.stack([base + lo, base + hi]))
+    counts, totals = np.zeros(len(queries), dtype=np.int64), np.zeros(len(queries))
+    index.windows(bounds=np.stack([base + lo, base + hi]), counts=counts, totals=totals)
     for g, (key, t_hi, width) in enumerate(queries):
         inside = [v for k, w, v in entries if k == key and t_hi - width <= w < t_hi]
         assert counts[g] == len(inside) and totals[g] == pytest.approx(sum(inside))
