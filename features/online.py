@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 
 import numpy as np
 import pandas as pd
@@ -31,12 +31,14 @@ from features.history import History
 from features.schema import PICK_FAILURE_CODES
 
 CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
+_UNKNOWN_DAY = (np.nan, np.nan)  # a node day's capacity and opening backlog, before any figures arrive
 # The aggregates answered together: those counting the same stream under the same key set.
 _BY_ENTRIES: dict[tuple[str, tuple[str, ...]], list] = {}
 for _aggregate in AGGREGATES:
     _BY_ENTRIES.setdefault((_aggregate.stream, _aggregate.keys), []).append(_aggregate)
 _GROUPS = list(_BY_ENTRIES)
 _KEYSETS = list(dict.fromkeys(keyset for _, keyset in _GROUPS))
+_KEY_COLUMNS = sorted({column for keyset in _KEYSETS for column in keyset})
 # Every aggregate in group order, with its window as bound terms (see `window_terms`).
 _PLAN = [aggregate for group in _GROUPS for aggregate in _BY_ENTRIES[group]]
 _PLAN_KEYSET = np.array([_KEYSETS.index(a.keys) for a in _PLAN])
@@ -426,12 +428,13 @@ class OnlineFeatureState:
         key code and time, key set after key set."""
         n = len(t)
         uniform = n == 0 or t.min() == t.max()  # the usual request: every candidate decided at one time
+        columns = {column: static[column].tolist() for column in _KEY_COLUMNS}  # lists iterate faster than arrays
         asked, inverse, codes, times = [], [], [], []
         for keyset in _KEYSETS:
-            keys = list(zip(*(static[k] for k in keyset))) if keyset else [()] * n
+            keys = list(zip(*[columns[k] for k in keyset])) if keyset else [()] * n
             pairs = keys if uniform else list(zip(keys, t.tolist()))
-            distinct = dict(zip(dict.fromkeys(pairs), range(n)))  # pair -> its number, in order of appearance
-            inverse.append(list(map(distinct.__getitem__, pairs)))
+            distinct: dict = {}  # pair -> its number, in order of appearance
+            inverse.append([distinct.setdefault(pair, len(distinct)) for pair in pairs])
             asked.append(list(distinct) if uniform else [key for key, _ in distinct])
             if not uniform:
                 times.extend(when for _, when in distinct)
@@ -446,12 +449,11 @@ class OnlineFeatureState:
     def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Each row's node capacity and opening backlog for its day, when known before its time."""
         midnight = t - t % DAY
-        known = list(map(self._node_days.get, zip(map(str, node_id), midnight.tolist())))
+        known = map(self._node_days.get, zip(map(str, node_id), midnight.tolist()), repeat(_UNKNOWN_DAY))
+        state = np.fromiter(chain.from_iterable(known), dtype=np.float64, count=2 * len(t)).reshape(-1, 2)
         # A day's figures are stamped at its midnight: a row at that very second does not know them yet.
-        after = (t > midnight).tolist()
-        capacity = [k[0] if k is not None and a else np.nan for k, a in zip(known, after)]
-        backlog = [k[1] if k is not None and a else np.nan for k, a in zip(known, after)]
-        return {"capacity": np.array(capacity, dtype=np.float64), "backlog_start": np.array(backlog, dtype=np.float64)}
+        state[t == midnight] = np.nan
+        return {"capacity": state[:, 0], "backlog_start": state[:, 1]}
 
     def _notice_arrays(self) -> Notices | None:
         """The notices received so far, as arrays (rebuilt only after a new notice)."""

@@ -267,3 +267,28 @@ def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(en
     for g, (key, t_hi, width) in enumerate(queries):
         inside = [v for k, w, v in entries if k == key and t_hi - width <= w < t_hi]
         assert counts[g] == len(inside) and totals[g] == pytest.approx(sum(inside))
+
+
+def test_a_node_days_figures_are_known_only_after_the_midnight_they_are_stamped_at():
+    state = OnlineFeatureState()
+    state.ingest(
+        {
+            "event_id": "cap-1",
+            "event_type": "node_capacity",
+            "event_time": "2026-11-02T00:00:00",
+            "node_id": "DC01",
+            "capacity": 120,
+            "backlog_start": 30,
+        }
+    )
+    at = np.array(["2026-11-02T00:00:00", "2026-11-02T00:00:01", "2026-11-03T00:00:01"], dtype="datetime64[s]")
+    rows = {
+        "allocated_at": at,
+        "node_id": np.array(["DC01", "DC01", "DC01"], dtype=object),
+        "promised_delivery": np.array(["2026-11-05"] * 3, dtype="datetime64[s]"),
+    }
+    features = state.features(rows=rows)
+    assert np.isnan(features["capacity_today"][0]) and np.isnan(features["backlog_start"][0])
+    assert features["capacity_today"][1] == 120 and features["backlog_start"][1] == 30
+    assert features["utilisation_so_far"][1] == pytest.approx(30 / 120)
+    assert np.isnan(features["capacity_today"][2])  # the next day has no figures yet
