@@ -54,21 +54,23 @@ class _KeyedEntries:
     """One stream's entries grouped by one key set, for window counts over many keys at once.
 
     Entries live in a sorted columnar part (composite key*2^34+time, running sums) plus a short
-    unsorted tail of recent arrivals, merged in when it grows: a query is one vectorised search,
-    whatever the number of keys and windows it asks about. Key codes come from a dictionary the
-    state shares among the streams grouped by the same key set, so a request looks each key up once.
+    tail of recent arrivals, kept sorted with its running sums as each arrives and merged in when it
+    grows: a query is one vectorised search, whatever the number of keys and windows it asks about,
+    and never rebuilds anything (events arrive between queries all the time). Key codes come from a
+    dictionary the state shares among the streams grouped by the same key set, so a request looks
+    each key up once.
     """
 
-    MERGE_AT = 4_096  # a merge rewrites the sorted part; the tail is sorted once per change, not per query
+    MERGE_AT = 4_096  # a merge rewrites the sorted part; until then an arrival shifts at most this many
 
     def __init__(self, *, codes: dict[tuple, int] | None = None) -> None:
         self.codes: dict[tuple, int] = {} if codes is None else codes
         self.composite = np.empty(0, dtype=np.int64)
         self.values = np.empty(0, dtype=np.float64)
         self.cumulative = np.zeros(1, dtype=np.float64)
-        self.tail_composite: list[int] = []
-        self.tail_values: list[float] = []
-        self._sorted_tail: tuple[np.ndarray, np.ndarray] | None = None
+        self.tail = np.empty(0, dtype=np.int64)
+        self.tail_values = np.empty(0, dtype=np.float64)
+        self.tail_running = np.zeros(1, dtype=np.float64)
 
     @classmethod
     def from_arrays(
@@ -85,24 +87,25 @@ class _KeyedEntries:
         return index
 
     def add(self, *, key: tuple, time: int, value: float) -> None:
-        """Record one entry."""
-        code = self.codes.setdefault(key, len(self.codes))
-        self.tail_composite.append(code * int(KEY_SHIFT) + time)
-        self.tail_values.append(value)
-        self._sorted_tail = None
-        if len(self.tail_composite) >= self.MERGE_AT:
+        """Record one entry, in order, after any entries of the same key and instant."""
+        composite = self.codes.setdefault(key, len(self.codes)) * int(KEY_SHIFT) + time
+        at = int(np.searchsorted(self.tail, composite, side="right"))
+        self.tail = np.insert(self.tail, at, composite)
+        self.tail_values = np.insert(self.tail_values, at, value)
+        self.tail_running = np.insert(self.tail_running, at + 1, self.tail_running[at])
+        self.tail_running[at + 1 :] += value
+        if len(self.tail) >= self.MERGE_AT:
             self._merge()
 
     def _merge(self) -> None:
-        tail = np.array(self.tail_composite, dtype=np.int64)
-        order = np.argsort(tail, kind="stable")
         # After existing entries of the same instant, as a replay would have them.
-        positions = np.searchsorted(self.composite, tail[order], side="right")
-        self.composite = np.insert(self.composite, positions, tail[order])
-        self.values = np.insert(self.values, positions, np.array(self.tail_values, dtype=np.float64)[order])
+        positions = np.searchsorted(self.composite, self.tail, side="right")
+        self.composite = np.insert(self.composite, positions, self.tail)
+        self.values = np.insert(self.values, positions, self.tail_values)
         self.cumulative = np.concatenate([[0.0], np.cumsum(self.values)])
-        self.tail_composite, self.tail_values = [], []
-        self._sorted_tail = None
+        self.tail = np.empty(0, dtype=np.int64)
+        self.tail_values = np.empty(0, dtype=np.float64)
+        self.tail_running = np.zeros(1, dtype=np.float64)
 
     def windows(self, *, bounds: np.ndarray, counts: np.ndarray, totals: np.ndarray) -> None:
         """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time (lo <= hi),
@@ -115,21 +118,11 @@ class _KeyedEntries:
         np.subtract(found[1], found[0], out=counts)
         summed = self.cumulative.take(found)
         np.subtract(summed[1], summed[0], out=totals)
-        if self.tail_composite:
-            tail, running = self._tail()
-            found = np.searchsorted(tail, bounds, side="left")
+        if len(self.tail):
+            found = np.searchsorted(self.tail, bounds, side="left")
             counts += found[1] - found[0]
-            summed = running.take(found)
+            summed = self.tail_running.take(found)
             totals += summed[1] - summed[0]
-
-    def _tail(self) -> tuple[np.ndarray, np.ndarray]:
-        """The unmerged tail sorted, with running sums (kept until the next entry arrives)."""
-        if self._sorted_tail is None:
-            tail = np.array(self.tail_composite, dtype=np.int64)
-            order = np.argsort(tail, kind="stable")
-            running = np.concatenate([[0.0], np.cumsum(np.array(self.tail_values, dtype=np.float64)[order])])
-            self._sorted_tail = (tail[order], running)
-        return self._sorted_tail
 
 
 @dataclass
