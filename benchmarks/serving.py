@@ -14,8 +14,9 @@ Both are called alternately in blocks from one keep-alive client (the standard l
 `http.client`, the lightest there is), so machine noise falls on both alike. The raw
 `Booster.predict` of both models on the same 50 rows is the reference the issue names; the
 compiled forests' time on those rows is printed beside it. Routing decisions are
-timed for a 3-line order with 20 candidate nodes x 3 services, in-process and over HTTP. Ends with
-one line of JSON.
+timed for a 3-line order with 20 candidate nodes x 3 services, in-process and over HTTP. Last, the
+risk scores are timed in-process twice: quiet, and with three network events applied before each
+request, as a live service sees them. Ends with one line of JSON.
 
     .venv/bin/python benchmarks/serving.py [--data-dir data] [--requests 2000]
 """
@@ -199,6 +200,46 @@ def decision_body(*, history, decided: pd.Timestamp) -> dict:
     }
 
 
+def live_events(*, history, after: pd.Timestamp):
+    """An endless stream of events after `after`, as the network sends them: one every 2 s, each shipment
+    allocated, handed over ten events later and delivered ten events after that."""
+    recent = history.shipments.tail(500).to_dict("records")
+    columns = ("node_id", "node_type", "carrier", "service", "origin_region", "dest_region")
+    clock, i = after, 0
+    while True:
+        i += 1
+        clock += pd.Timedelta(seconds=2)
+        kind, number = [("allocated", i), ("handed_over", i - 10), ("delivered", i - 20)][i % 3]
+        if number <= 0:
+            continue
+        event = {"event_id": f"live-{i}", "event_type": kind, "event_time": clock, "shipment_id": f"live-{number}"}
+        if kind == "allocated":
+            shipment = recent[number % len(recent)]
+            event.update({c: shipment[c] for c in columns})
+            promised = clock.normalize() + pd.Timedelta(days=3)
+            event.update(ship_by=clock + pd.Timedelta(hours=6), promised_delivery=promised)
+        yield event
+
+
+def in_process_risk_ms(*, runtime, body, history, n: int) -> tuple[list[float], list[float]]:
+    """Milliseconds of n risk-score answers in-process: quiet, then with three events applied before each."""
+    from serving import runtime as service
+
+    score = lambda: service.score_candidates(runtime=runtime, body=body, request_id="bench")  # noqa: E731
+    timed(score, 200)
+    quiet = timed(score, n)
+    events = live_events(history=history, after=runtime.state.last_event_at)
+    busy = []
+    for _ in range(n):
+        with runtime.state_lock:
+            for _ in range(3):
+                runtime.state.ingest(next(events))
+        started = time.perf_counter()
+        score()
+        busy.append((time.perf_counter() - started) * 1000)
+    return quiet, busy
+
+
 def predict_ms(*, rows: pd.DataFrame, history, n: int, compiled_dir: Path) -> tuple[float, float, pd.DataFrame]:
     """p50 of Booster.predict and of the compiled forest, both champions summed, on the 50 rows;
     and the carrier model's feature table."""
@@ -292,7 +333,7 @@ def main() -> None:
 
     from features.history import load_history
     from serving import runtime as service
-    from serving.schemas import DecisionCreate
+    from serving.schemas import DecisionCreate, RiskScoresCreate
     from serving.settings import Settings
     from training.tracking import configure
 
@@ -358,6 +399,10 @@ def main() -> None:
     body = DecisionCreate.model_validate(decision_body(history=history, decided=decided))
     timed(lambda: service.decide(runtime=runtime, body=body, request_id="bench"), 100)
     decision_in_process = timed(lambda: service.decide(runtime=runtime, body=body, request_id="bench"), 1000)
+    # Last: the events change the runtime's online features.
+    quiet_ms, busy_ms = in_process_risk_ms(
+        runtime=runtime, body=RiskScoresCreate.model_validate(risk_body(rows=rows)), history=history, n=args.requests
+    )
     shutil.rmtree(logs, ignore_errors=True)
 
     figures = {
@@ -379,6 +424,9 @@ def main() -> None:
         "decision_p99_ms_http": round(percentile(decision_http, 99), 3),
         "decisions_per_s_in_process": round(1000 / percentile(decision_in_process, 50), 1),
         "decisions_per_s_http": round(1000 / percentile(decision_http, 50), 1),
+        "risk_scores_in_process_ms": round(percentile(quiet_ms, 50), 3),
+        "risk_scores_with_events_in_process_ms": round(percentile(busy_ms, 50), 3),
+        "with_events_over_quiet": round(percentile(busy_ms, 50) / percentile(quiet_ms, 50), 2),
     }
     print(f"{'':34}{'p50 ms':>10}{'p99 ms':>10}")
     print(
@@ -397,6 +445,11 @@ def main() -> None:
     print(
         f"routing decision, 3 lines x 20 nodes x 3 services: p50 {figures['decision_p50_ms_in_process']:.3f} ms "
         f"in-process, {figures['decision_p50_ms_http']:.3f} ms over HTTP (target <= 5)"
+    )
+    print(
+        f"risk scores in-process: p50 {figures['risk_scores_in_process_ms']:.3f} ms quiet, "
+        f"{figures['risk_scores_with_events_in_process_ms']:.3f} ms with events arriving between requests "
+        f"({figures['with_events_over_quiet']:.2f}x)"
     )
     print(json.dumps(figures))
 
