@@ -1,4 +1,4 @@
-"""Request bodies the hot-path routes parse straight from bytes (their answers are written straight to bytes).
+"""Request bodies the hot-path routes parse straight from bytes (`serving.hot` writes their answers).
 
 FastAPI's own path decodes JSON to Python objects, validates them, and validates the answer
 again before encoding it; for a 50-candidate risk request that doubles the time the service

@@ -84,11 +84,13 @@ class FastLane:
             await self.app(scope, receive, send)
             return
         messages = await _read_request(receive)
-        try:
-            if messages[-1].get("more_body") or messages[-1]["type"] != "http.request":
-                raise ConnectionAbortedError("the client left before its body arrived")
-            payload = route.answer_raw(scope=scope, raw=b"".join(m.get("body", b"") for m in messages))
-        except Exception:  # noqa: BLE001 - the FastAPI route words every error, in one place
+        payload = None
+        if messages[-1]["type"] == "http.request":  # otherwise the client left before its body arrived
+            try:
+                payload = route.answer_raw(scope=scope, raw=b"".join(m.get("body", b"") for m in messages))
+            except Exception:  # noqa: BLE001 - the FastAPI route words every error, in one place
+                payload = None
+        if payload is None:
             await self.app(scope, _replay(messages=messages, receive=receive), send)
             return
         scope["route"] = route  # the latency metric's endpoint label

@@ -14,14 +14,14 @@ router = APIRouter(prefix="/v1/routing", tags=["routing"])
 DECISIONS = HotRoute(
     path="/v1/routing/decisions", body=DecisionCreate, answer=service.decide, size=lambda a: len(a.trace)
 )
-REROUTE = HotRoute(
-    path="/v1/routing/reroute",
-    body=RerouteCreate,
-    answer=lambda *, runtime, body, request_id: service.decide(
-        runtime=runtime, body=body, request_id=request_id, excluded=body.excluded
-    ),
-    size=lambda a: len(a.trace),
-)
+
+
+def _reroute(*, runtime: service.Runtime, body: RerouteCreate, request_id: str) -> DecisionRead:
+    """The decision again, excluding what failed."""
+    return service.decide(runtime=runtime, body=body, request_id=request_id, excluded=body.excluded)
+
+
+REROUTE = HotRoute(path="/v1/routing/reroute", body=RerouteCreate, answer=_reroute, size=lambda a: len(a.trace))
 
 
 @router.post("/decisions", response_model=DecisionRead, openapi_extra=bodies.request_body(DecisionCreate))

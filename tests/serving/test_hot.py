@@ -52,19 +52,25 @@ def _body(twin) -> bytes:
     return json.dumps({"candidates": candidates}).encode()
 
 
-def _call(*, runtime: Runtime, chunks: list[bytes], headers: list[tuple[bytes, bytes]] = ()) -> tuple[list, list]:
-    """Send one POST /v1/risk-scores in `chunks` through the lane; what the lane sent, and what the app received."""
+def _call(
+    *, runtime: Runtime, chunks: list[bytes], headers: list[tuple[bytes, bytes]] = (), leave: bool = False
+) -> tuple[list, list]:
+    """Send one POST /v1/risk-scores in `chunks` through the lane (the client leaving after them, if `leave`);
+    what the lane sent, and what the app received."""
     received_by_app: list[dict] = []
     sent: list[dict] = []
 
     async def app(scope, receive, send) -> None:
         while not received_by_app or received_by_app[-1].get("more_body"):
             received_by_app.append(await receive())
+            if received_by_app[-1]["type"] == "http.disconnect":
+                return
 
     async def run() -> None:
         incoming = [
-            {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1} for i, chunk in enumerate(chunks)
-        ]
+            {"type": "http.request", "body": chunk, "more_body": leave or i < len(chunks) - 1}
+            for i, chunk in enumerate(chunks)
+        ] + ([{"type": "http.disconnect"}] if leave else [])
 
         async def receive() -> dict:
             return incoming.pop(0)
@@ -104,6 +110,16 @@ def test_an_invalid_body_goes_to_the_app_with_every_chunk_replayed(twin, runtime
     sent, received_by_app = _call(runtime=runtime, chunks=[raw[:100], raw[100:]])
     assert sent == []
     assert [m["body"] for m in received_by_app] == [raw[:100], raw[100:]]
+
+
+def test_a_client_that_leaves_mid_body_is_handed_to_the_app_as_it_left(twin, runtime):
+    raw = _body(twin)
+    sent, received_by_app = _call(runtime=runtime, chunks=[raw[:100]], leave=True)
+    assert sent == []
+    assert received_by_app == [
+        {"type": "http.request", "body": raw[:100], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
 
 
 def test_a_request_without_a_token_goes_to_the_app(twin, runtime):
