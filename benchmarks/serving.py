@@ -16,7 +16,8 @@ Both are called alternately in blocks from one keep-alive client (the standard l
 compiled forests' time on those rows is printed beside it. Routing decisions are
 timed for a 3-line order with 20 candidate nodes x 3 services, in-process and over HTTP. Last, the
 risk scores are timed in-process twice: quiet, and with three network events applied before each
-request, as a live service sees them. Ends with one line of JSON.
+request, as a live service sees them; and the stall of a full garbage collection beside the loaded
+runtime, as loaded and after the service's startup freeze. Ends with one line of JSON.
 
     .venv/bin/python benchmarks/serving.py [--data-dir data] [--requests 2000]
 """
@@ -240,6 +241,29 @@ def in_process_risk_ms(*, runtime, body, history, n: int) -> tuple[list[float], 
     return quiet, busy
 
 
+def full_collection_ms() -> tuple[float, float]:
+    """How long a full garbage collection stalls a process holding the runtime: as loaded, then after the
+    service's startup freeze (the median of five each)."""
+    import gc
+
+    from serving.app import spare_from_full_collections
+
+    def median_pause() -> float:
+        pauses = []
+        for _ in range(5):
+            started = time.perf_counter()
+            gc.collect()
+            pauses.append((time.perf_counter() - started) * 1000)
+        return float(np.median(pauses))
+
+    loaded = median_pause()
+    spare_from_full_collections()
+    try:
+        return loaded, median_pause()
+    finally:
+        gc.unfreeze()
+
+
 def predict_ms(*, rows: pd.DataFrame, history, n: int, compiled_dir: Path) -> tuple[float, float, pd.DataFrame]:
     """p50 of Booster.predict and of the compiled forest, both champions summed, on the 50 rows;
     and the carrier model's feature table."""
@@ -404,6 +428,7 @@ def main() -> None:
         runtime=runtime, body=RiskScoresCreate.model_validate(risk_body(rows=rows)), history=history, n=args.requests
     )
     shutil.rmtree(logs, ignore_errors=True)
+    pause_ms, frozen_pause_ms = full_collection_ms()
 
     figures = {
         "candidates": len(rows),
@@ -427,6 +452,8 @@ def main() -> None:
         "risk_scores_in_process_ms": round(percentile(quiet_ms, 50), 3),
         "risk_scores_with_events_in_process_ms": round(percentile(busy_ms, 50), 3),
         "with_events_over_quiet": round(percentile(busy_ms, 50) / percentile(quiet_ms, 50), 2),
+        "full_gc_pause_ms": round(pause_ms, 3),
+        "full_gc_pause_frozen_ms": round(frozen_pause_ms, 4),
     }
     print(f"{'':34}{'p50 ms':>10}{'p99 ms':>10}")
     print(
@@ -450,6 +477,10 @@ def main() -> None:
         f"risk scores in-process: p50 {figures['risk_scores_in_process_ms']:.3f} ms quiet, "
         f"{figures['risk_scores_with_events_in_process_ms']:.3f} ms with events arriving between requests "
         f"({figures['with_events_over_quiet']:.2f}x)"
+    )
+    print(
+        f"a full garbage collection beside the loaded runtime: {pause_ms:.1f} ms; "
+        f"after the service's startup freeze: {frozen_pause_ms:.4f} ms"
     )
     print(json.dumps(figures))
 
