@@ -27,6 +27,7 @@ from serving import schemas
 from serving.scorer import ModelScorer, ModelSet
 from serving.settings import Settings
 
+SYNC_BATCH = 1_000  # journal entries applied per hold of the state lock
 log = logging.getLogger("riskroute.serving")
 MODEL_NAMES = ("carrier_delay", "node_congestion")
 TOP_CONTRIBUTIONS = 5
@@ -252,12 +253,29 @@ class MlflowChampions:
 
 
 def sync_events(*, runtime: Runtime) -> int:
-    """Apply the journal's events this worker has not applied yet, in arrival order; returns how many."""
+    """Apply the journal's events this worker has not applied yet, in arrival order; returns how many.
+
+    The journal is read without the state lock (a slow read must not hold up scoring); each batch
+    is applied under it, skipping what a concurrent sync applied meanwhile.
+    """
     if runtime.database is None:
         return 0
+    applied, batch = 0, []
+    for entry in journal.events_after(sessions=runtime.database.sessions, seq=runtime.journal_seq):
+        batch.append(entry)
+        if len(batch) == SYNC_BATCH:
+            applied += _apply_events(runtime=runtime, entries=batch)
+            batch = []
+    return applied + _apply_events(runtime=runtime, entries=batch)
+
+
+def _apply_events(*, runtime: Runtime, entries: list[tuple[int, dict]]) -> int:
+    """Apply journal entries newer than the worker's own, under the state lock; returns how many were applied."""
     applied = 0
     with runtime.state_lock:
-        for seq, event in journal.events_after(sessions=runtime.database.sessions, seq=runtime.journal_seq):
+        for seq, event in entries:
+            if seq <= runtime.journal_seq:
+                continue  # a concurrent sync applied it
             runtime.journal_seq = seq
             if runtime.history_end is not None and pd.Timestamp(event["event_time"]) < runtime.history_end:
                 continue

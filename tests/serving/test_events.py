@@ -217,3 +217,23 @@ def test_without_a_database_events_are_a_503_saying_so(twin, window):
     with TestClient(create_app(runtime=runtime)) as client:
         answer = client.post("/v1/events", json={"events": [event]})
     assert answer.status_code == 503 and "database" in answer.json()["detail"]
+
+
+def test_syncs_racing_each_other_apply_every_event_exactly_once(twin, window, migrated):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from approvals import journal
+
+    start_at, decided = window
+    events = events_from_history(history=twin)
+    sent = api_events(events[(events["event_time"] >= start_at) & (events["event_time"] < decided)].head(2_500))
+    payloads = [e.model_dump(mode="json", exclude_none=True) for e in schemas.EventsCreate(events=sent).events]
+    journal.record_events(sessions=migrated.sessions, events=payloads)
+    raced = _runtime(twin=twin, as_of=start_at, database=migrated)
+    alone = _runtime(twin=twin, as_of=start_at, database=migrated)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        applied = sum(pool.map(lambda _: sync_events(runtime=raced), range(4)))
+    assert applied == sync_events(runtime=alone) == len(sent)
+    assert raced.journal_seq == alone.journal_seq == len(sent)
+    rows = query_rows(queries=queries_of(_rows(twin, decided, n=50)))
+    _assert_same_features(raced.state.features(rows=rows), alone.state.features(rows=rows))
