@@ -188,6 +188,26 @@ def bearer(database, *, role: str, name: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def risk_candidates(*, history: History, decided, n: int) -> list[dict]:
+    """The first n shipments allocated from `decided` on, as a routing engine asks for their risk at `decided`."""
+    rows = history.shipments[history.shipments["allocated_at"] >= decided].head(n)
+    return [
+        {
+            "node_id": r.node_id,
+            "node_type": r.node_type,
+            "origin_region": r.origin_region,
+            "carrier": r.carrier,
+            "service": r.service,
+            "dest_region": r.dest_region,
+            "distance_km": r.distance_km,
+            "ship_by": r.ship_by.isoformat(),
+            "promised_delivery": r.promised_delivery.date().isoformat(),
+            "decided_at": decided.isoformat(),
+        }
+        for r in rows.itertuples()
+    ]
+
+
 def queries_of(rows):
     """Risk queries for shipment rows of a history frame (their plan, at their allocation time)."""
     from rules.engine import RiskQueries

@@ -14,7 +14,7 @@ from serving.app import REQUEST_ID_HEADER, create_app
 from serving.runtime import Runtime
 from serving.scorer import ModelSet
 from serving.settings import Settings
-from tests.conftest import bearer, migrated_sqlite, served_models
+from tests.conftest import bearer, migrated_sqlite, risk_candidates, served_models
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +37,10 @@ def client(twin, champions_store, decided, tmp_path_factory):
         yield test_client
 
 
-def _candidates(twin, decided, n):
-    rows = twin.shipments[twin.shipments["allocated_at"] >= decided].head(n)
-    return [
-        {
-            "node_id": r.node_id,
-            "node_type": r.node_type,
-            "origin_region": r.origin_region,
-            "carrier": r.carrier,
-            "service": r.service,
-            "dest_region": r.dest_region,
-            "distance_km": r.distance_km,
-            "ship_by": r.ship_by.isoformat(),
-            "promised_delivery": r.promised_delivery.date().isoformat(),
-            "decided_at": decided.isoformat(),
-        }
-        for r in rows.itertuples()
-    ]
-
-
 def test_risk_scores_price_every_candidate_with_model_versions(client, twin, decided):
     response = client.post(
         "/v1/risk-scores",
-        json={"candidates": _candidates(twin, decided, 50), "explain": True},
+        json={"candidates": risk_candidates(history=twin, decided=decided, n=50), "explain": True},
         headers={REQUEST_ID_HEADER: "req-1"},
     )
     assert response.status_code == 200, response.text
@@ -76,9 +57,11 @@ def test_risk_scores_price_every_candidate_with_model_versions(client, twin, dec
 
 
 def test_too_many_candidates_is_413_and_bad_input_is_422_naming_the_field(client, twin, decided):
-    too_many = client.post("/v1/risk-scores", json={"candidates": _candidates(twin, decided, 1) * 101})
+    too_many = client.post(
+        "/v1/risk-scores", json={"candidates": risk_candidates(history=twin, decided=decided, n=1) * 101}
+    )
     assert too_many.status_code == 413 and "limit is 100" in too_many.json()["detail"]
-    bad = _candidates(twin, decided, 1)
+    bad = risk_candidates(history=twin, decided=decided, n=1)
     bad[0]["service"] = "teleport"
     invalid = client.post("/v1/risk-scores", json={"candidates": bad})
     assert invalid.status_code == 422
@@ -87,7 +70,7 @@ def test_too_many_candidates_is_413_and_bad_input_is_422_naming_the_field(client
 
 
 def test_unknown_node_and_carrier_get_fallback_risk_not_an_error(client, twin, decided):
-    odd = _candidates(twin, decided, 1)
+    odd = risk_candidates(history=twin, decided=decided, n=1)
     odd[0].update(node_id="NEW-NODE", carrier="new-carrier", dest_region="atlantis")
     response = client.post("/v1/risk-scores", json={"candidates": odd})
     assert response.status_code == 200
@@ -96,7 +79,7 @@ def test_unknown_node_and_carrier_get_fallback_risk_not_an_error(client, twin, d
 
 
 def test_stale_features_are_flagged_degraded_but_still_answered(client, twin, decided):
-    later = _candidates(twin, decided, 3)
+    later = risk_candidates(history=twin, decided=decided, n=3)
     for c in later:
         c["decided_at"] = (decided + timedelta(hours=12)).isoformat()
     body = client.post("/v1/risk-scores", json={"candidates": later}).json()
@@ -179,13 +162,15 @@ def test_readiness_is_503_without_models(twin, decided):
     )
     with TestClient(create_app(runtime=runtime)) as local:
         assert local.get("/readyz").status_code == 503
-        scored = local.post("/v1/risk-scores", json={"candidates": _candidates(twin, decided, 2)}).json()
+        scored = local.post(
+            "/v1/risk-scores", json={"candidates": risk_candidates(history=twin, decided=decided, n=2)}
+        ).json()
         assert scored["degraded"] and scored["model_versions"] == {}
         assert local.post("/v1/routing/decisions", json=_order_body(decided)).json()["status"] == "routed"
 
 
 def test_metrics_expose_latency_per_endpoint_models_and_degraded_answers(client, twin, decided):
-    later = _candidates(twin, decided, 2)
+    later = risk_candidates(history=twin, decided=decided, n=2)
     for c in later:
         c["decided_at"] = (decided + timedelta(hours=12)).isoformat()
     client.post("/v1/risk-scores", json={"candidates": later})
@@ -200,10 +185,10 @@ def test_the_python_client_speaks_the_api_and_raises_with_the_request_id(client,
     from serving.client import RiskrouteAPIError, RiskrouteClient
 
     api = RiskrouteClient(http=client)
-    scores = api.risk_scores(_candidates(twin, decided, 3), request_id="abc")
+    scores = api.risk_scores(risk_candidates(history=twin, decided=decided, n=3), request_id="abc")
     assert scores["request_id"] == "abc" and len(scores["scores"]) == 3
     decision = api.decide(**_order_body(decided))
     assert decision["status"] == "routed"
     with pytest.raises(RiskrouteAPIError) as error:
-        api.risk_scores(_candidates(twin, decided, 1) * 101)
+        api.risk_scores(risk_candidates(history=twin, decided=decided, n=1) * 101)
     assert error.value.status == 413 and error.value.request_id

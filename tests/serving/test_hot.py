@@ -19,7 +19,7 @@ from serving.routers.scores import RISK_SCORES
 from serving.runtime import Runtime
 from serving.schemas import RiskScoresCreate
 from serving.settings import Settings
-from tests.conftest import served_models
+from tests.conftest import risk_candidates, served_models
 
 
 @pytest.fixture(scope="module")
@@ -35,21 +35,7 @@ def runtime(twin, champions_store):
 
 def _body(twin) -> bytes:
     decided = twin.shipments["allocated_at"].quantile(0.9).floor("h")
-    rows = twin.shipments[twin.shipments["allocated_at"] >= decided].head(12)
-    candidates = [
-        {
-            "node_id": r.node_id,
-            "node_type": r.node_type,
-            "carrier": r.carrier,
-            "service": r.service,
-            "dest_region": r.dest_region,
-            "ship_by": r.ship_by.isoformat(),
-            "promised_delivery": r.promised_delivery.date().isoformat(),
-            "decided_at": decided.isoformat(),
-        }
-        for r in rows.itertuples()
-    ]
-    return json.dumps({"candidates": candidates}).encode()
+    return json.dumps({"candidates": risk_candidates(history=twin, decided=decided, n=12)}).encode()
 
 
 def _call(
