@@ -54,14 +54,15 @@ class _KeyedEntries:
     """One stream's entries grouped by one key set, for window counts over many keys at once.
 
     Entries live in a sorted columnar part (composite key*2^34+time, running sums) plus a short
-    tail of recent arrivals, kept sorted with its running sums as each arrives and merged in when it
-    grows: a query is one vectorised search, whatever the number of keys and windows it asks about,
-    and never rebuilds anything (events arrive between queries all the time). Key codes come from a
-    dictionary the state shares among the streams grouped by the same key set, so a request looks
-    each key up once.
+    sorted tail of recent arrivals with its own running sums, merged in when it grows: a query is
+    one vectorised search, whatever the number of keys and windows it asks about. Arrivals wait in
+    an inbox until `settle` sorts them into the tail: the service settles after each batch of
+    events it applies, so a query finds nothing to rebuild, and catching up on many events stays
+    cheap. Key codes come from a dictionary the state shares among the streams grouped by the
+    same key set, so a request looks each key up once.
     """
 
-    MERGE_AT = 4_096  # a merge rewrites the sorted part; until then an arrival shifts at most this many
+    MERGE_AT = 4_096  # a merge rewrites the sorted part; settling rewrites at most this many
 
     def __init__(self, *, codes: dict[tuple, int] | None = None) -> None:
         self.codes: dict[tuple, int] = {} if codes is None else codes
@@ -71,6 +72,8 @@ class _KeyedEntries:
         self.tail = np.empty(0, dtype=np.int64)
         self.tail_values = np.empty(0, dtype=np.float64)
         self.tail_running = np.zeros(1, dtype=np.float64)
+        self.inbox: list[int] = []
+        self.inbox_values: list[float] = []
 
     @classmethod
     def from_arrays(
@@ -87,13 +90,24 @@ class _KeyedEntries:
         return index
 
     def add(self, *, key: tuple, time: int, value: float) -> None:
-        """Record one entry, in order, after any entries of the same key and instant."""
-        composite = self.codes.setdefault(key, len(self.codes)) * int(KEY_SHIFT) + time
-        at = int(np.searchsorted(self.tail, composite, side="right"))
-        self.tail = np.insert(self.tail, at, composite)
-        self.tail_values = np.insert(self.tail_values, at, value)
-        self.tail_running = np.insert(self.tail_running, at + 1, self.tail_running[at])
-        self.tail_running[at + 1 :] += value
+        """Record one entry (queries count it once it is settled)."""
+        self.inbox.append(self.codes.setdefault(key, len(self.codes)) * int(KEY_SHIFT) + time)
+        self.inbox_values.append(value)
+        if len(self.inbox) >= self.MERGE_AT:
+            self.settle()
+
+    def settle(self) -> None:
+        """Sort the arrivals waiting in the inbox into the tail, and the tail into the sorted part once it is long."""
+        if not self.inbox:
+            return
+        arrived = np.array(self.inbox, dtype=np.int64)
+        order = np.argsort(arrived, kind="stable")
+        # After entries of the same key and instant already there, as a replay would have them.
+        at = np.searchsorted(self.tail, arrived[order], side="right")
+        self.tail = np.insert(self.tail, at, arrived[order])
+        self.tail_values = np.insert(self.tail_values, at, np.array(self.inbox_values, dtype=np.float64)[order])
+        self.tail_running = np.concatenate([[0.0], np.cumsum(self.tail_values)])
+        self.inbox, self.inbox_values = [], []
         if len(self.tail) >= self.MERGE_AT:
             self._merge()
 
@@ -108,8 +122,8 @@ class _KeyedEntries:
         self.tail_running = np.zeros(1, dtype=np.float64)
 
     def windows(self, *, bounds: np.ndarray, counts: np.ndarray, totals: np.ndarray) -> None:
-        """Count and sum of the entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time (lo <= hi),
-        written into `counts` and `totals`.
+        """Count and sum of the settled entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time
+        (lo <= hi), written into `counts` and `totals`.
 
         A key never seen (code -1) has negative bounds, below every entry: it counts nothing.
         """
@@ -355,6 +369,11 @@ class OnlineFeatureState:
                 due.setdefault((stream, keyset), {}).setdefault(key, []).append(time)
         return due
 
+    def settle(self) -> None:
+        """Sort the entries of the events applied since the last settle in with the rest (queries do it too)."""
+        for entries in self._entries.values():
+            entries.settle()
+
     # ----- queries --------------------------------------------------------------------------
     def features(self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> dict[str, np.ndarray]:
         """Every feature for each decision row, from what the state knows strictly before the row's time.
@@ -363,6 +382,7 @@ class OnlineFeatureState:
         are answered once (a request's candidates share most keys), and every aggregate over the
         same stream and key set by one vectorised search.
         """
+        self.settle()
         t = np.asarray(rows["allocated_at"], dtype="datetime64[s]").astype(np.int64)
         if len(t) and self._clock is not None:
             # Deadlines up to the last event are settled; later ones are counted per query, not stored.

@@ -286,6 +286,7 @@ def _apply_events(*, runtime: Runtime, entries: list[tuple[int, dict]]) -> int:
                 # Recorded but unusable for features (kept for retraining); one bad event must not stall the rest.
                 runtime.unapplied_events += 1
                 log.warning("journal entry %s not applied to the online features: %s", seq, exc)
+        runtime.state.settle()  # here, once per batch, rather than in the next request
     return applied
 
 

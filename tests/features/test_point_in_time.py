@@ -248,16 +248,20 @@ def test_a_warm_start_continues_exactly_like_a_full_replay(tiny_history):
     queries=st.lists(
         st.tuples(st.sampled_from(["a", "b", "z"]), st.integers(0, 520), st.integers(0, 200)), min_size=1, max_size=20
     ),
+    settle_every=st.integers(1, 10),
 )
 @settings(max_examples=60, deadline=None)
-def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(entries, queries):
-    """Sorted part, unsorted tail and merges together answer like a brute-force count."""
+def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(entries, queries, settle_every):
+    """Sorted part, tail, inbox, settling and merges together answer like a brute-force count."""
     from features.online import _KeyedEntries
 
     index = _KeyedEntries()
     index.MERGE_AT = 7  # merge often, so queries meet merged, half-merged and tail-only states
-    for key, when, value in entries:
+    for i, (key, when, value) in enumerate(entries):
         index.add(key=(key,), time=when, value=value)
+        if i % settle_every == 0:
+            index.settle()
+    index.settle()
     keys = [(q[0],) for q in queries]
     lo = np.array([q[1] - q[2] for q in queries])
     hi = np.array([q[1] for q in queries])
