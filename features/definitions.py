@@ -208,24 +208,29 @@ def static_features(*, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> dict[st
     return out
 
 
-def smoothed_rate(*, count: np.ndarray, total: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Late rate shrunk toward the network's rate `prior`, so that a lane with few outcomes is not noise.
+def smoothed_rates(*, counts: list[np.ndarray], totals: list[np.ndarray], prior: np.ndarray) -> np.ndarray:
+    """Late rates (one row per count and total) shrunk toward the network's rate `prior`, so that a lane with
+    few outcomes is not noise: (total + strength x prior) / (count + strength), computed in place.
 
     Where the network has no outcomes yet (prior NaN), neither has the rate.
     """
-    return (total + PRIOR_STRENGTH * prior) / (count + PRIOR_STRENGTH)
+    rates = np.array(totals, dtype=np.float64)
+    rates += PRIOR_STRENGTH * prior
+    shrink = np.array(counts, dtype=np.float64)
+    shrink += PRIOR_STRENGTH
+    rates /= shrink
+    return rates
 
 
 def _ratios(numerators: list[np.ndarray], denominators: list[np.ndarray]) -> np.ndarray:
     """Each numerator / denominator pair as one row, NaN where the denominator is zero or unknown."""
     denominator = np.array(denominators, dtype=np.float64)
-    # One division for every pair, only where defined (a live request pays per array operation, not per row).
-    return np.divide(
-        np.array(numerators, dtype=np.float64),
-        denominator,
-        out=np.full(denominator.shape, np.nan),
-        where=denominator > 0,
-    )
+    defined = denominator > 0
+    ratios = np.array(numerators, dtype=np.float64)
+    # One division for every pair, in place, only where defined (a live request pays per array operation).
+    np.divide(ratios, denominator, out=ratios, where=defined)
+    ratios[~defined] = np.nan
+    return ratios
 
 
 # Late rates shrunk toward the network's rate: feature -> (aggregate, the network-wide aggregate it is shrunk toward).
@@ -293,10 +298,8 @@ def derive_features(
     for network, prior in zip(NETWORK_RATES, priors):
         shrunk = [name for name, (_, toward) in SMOOTHED_RATES.items() if toward == network]
         counted = [aggregates[SMOOTHED_RATES[name][0]] for name in shrunk]
-        smoothed = smoothed_rate(
-            count=np.array([count for count, _ in counted], dtype=np.float64),
-            total=np.array([total for _, total in counted], dtype=np.float64),
-            prior=prior,
+        smoothed = smoothed_rates(
+            counts=[count for count, _ in counted], totals=[total for _, total in counted], prior=prior
         )
         f.update(zip(shrunk, smoothed))
     return f

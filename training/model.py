@@ -137,8 +137,12 @@ class RiskModel:
         n = len(next(iter(columns.values())))
         numeric, at, categorical = self._layout
         matrix = np.empty((n, len(self.features_)), dtype=np.float64)
-        # Every numeric column in one stack: a live request's many short columns cost more one at a time.
-        matrix[:, at] = np.array([columns[name] for name in numeric], dtype=np.float64).T
+        if n > LARGE_BATCH:
+            for name, j in zip(numeric, at):  # column by column: no second copy of a large batch
+                matrix[:, j] = np.asarray(columns[name], dtype=np.float64)
+        else:
+            # Every numeric column in one stack: a live request's many short columns cost more one at a time.
+            matrix[:, at] = np.array([columns[name] for name in numeric], dtype=np.float64).T
         for j, name in categorical:
             values = columns[name]
             if n > LARGE_BATCH:
@@ -181,6 +185,7 @@ class RiskModel:
             categories if categories is not None else learn_categories(frame=train, categorical=self.categorical)
         )
         self.codes_ = {name: {v: i for i, v in enumerate(values)} for name, values in self.categories_.items()}
+        self.__dict__.pop("_layout", None)  # the encoding layout follows the features just set
         y_valid = valid["label"].to_numpy(dtype=np.float64)
         x_valid = self.encode_frame(valid)
         if booster is None:
