@@ -11,7 +11,7 @@ missing) it starts two servers, each one uvicorn worker with OMP_NUM_THREADS=1:
 
 riskroute is timed once it scores with its compiled models (it compiles them in the background).
 Both are called alternately in blocks from one keep-alive client (the standard library's
-`http.client`, the lightest there is), so machine noise falls on both alike. The raw
+`http.client`, the same for both), so machine noise falls on both alike. The raw
 `Booster.predict` of both models on the same 50 rows is the reference the issue names; the
 compiled forests' time on those rows is printed beside it. Routing decisions are
 timed for a 3-line order with 20 candidate nodes x 3 services, in-process and over HTTP. Last, the
