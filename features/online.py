@@ -32,6 +32,10 @@ from features.schema import PICK_FAILURE_CODES
 
 CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
 _UNKNOWN_DAY = (np.nan, np.nan)  # a node day's capacity and opening backlog, before any figures arrive
+# What a row's risk can lack any history of (its rates then are the network's): name -> the key set naming it.
+HISTORY_OF = {"node": ("node_id",), "carrier": ("carrier",), "lane": ("carrier", "origin_region", "dest_region")}
+# Every combination of those names, by bitmask (node 1, carrier 2, lane 4).
+_UNKNOWN_BY_MASK = [tuple(name for bit, name in enumerate(HISTORY_OF) if mask >> bit & 1) for mask in range(8)]
 # The aggregates answered together: those counting the same stream under the same key set.
 _BY_ENTRIES: dict[tuple[str, tuple[str, ...]], list] = {}
 for _aggregate in AGGREGATES:
@@ -433,6 +437,17 @@ class OnlineFeatureState:
                 notices=self._notice_arrays(), t=t, carrier=static["carrier"], dest_region=static["dest_region"]
             ),
         )
+
+    def unknown(self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> list[tuple[str, ...]]:
+        """Per row, which of its node, carrier and lane the state has no history of at all (`HISTORY_OF`):
+        the windowed rates about them are then the network's."""
+        n = len(rows["allocated_at"])
+        mask = [0] * n
+        for bit, keyset in enumerate(HISTORY_OF.values()):
+            known = self._codes.get(keyset, {})
+            columns = [np.asarray(rows[c], dtype=object).tolist() if c in rows else [None] * n for c in keyset]
+            mask = [m | (key not in known) << bit for m, key in zip(mask, zip(*columns))]
+        return list(map(_UNKNOWN_BY_MASK.__getitem__, mask))
 
     def _distinct_queries(
         self, *, static: dict[str, np.ndarray], t: np.ndarray

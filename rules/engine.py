@@ -108,6 +108,8 @@ class RiskScores:
     degraded: np.ndarray
     notes: list[str] = field(default_factory=list)
     model_versions: dict[str, str] = field(default_factory=dict)
+    # Per query, what the scorer has no history of (node, carrier, lane): its risk leans on network-wide rates.
+    unknown: list[tuple[str, ...]] | None = None
 
 
 class RiskScorer(Protocol):
@@ -166,6 +168,7 @@ class OptionTrace:
     late_penalty: float
     lane_adjustment: float
     total: float
+    unknown: tuple[str, ...] = ()  # what the risk has no history of (see `RiskScores.unknown`)
 
 
 @dataclass(frozen=True)
@@ -394,9 +397,12 @@ def decide(
     row_supply = supply[node_of_row].tolist()
     subset_line_ids = [tuple(line.line_id for line in lines) for lines in subset_lines]
     handling_of, total_of, hazmat_of = handling.tolist(), total.tolist(), hazmat_bad.tolist()
-    risks = zip(p_carrier.tolist(), p_congestion.tolist(), p_late.tolist(), (penalty * p_late).tolist(), lane.tolist())
+    unknown = scores.unknown[chunk] if scores.unknown is not None else [()] * n_rows
+    risks = zip(
+        p_carrier.tolist(), p_congestion.tolist(), p_late.tolist(), (penalty * p_late).tolist(), lane.tolist(), unknown
+    )
     traces = []
-    for r, ((candidate, option), (carrier_delay, congestion, late_risk, late_cost, lane_cost)) in enumerate(
+    for r, ((candidate, option), (carrier_delay, congestion, late_risk, late_cost, lane_cost, lacking)) in enumerate(
         zip(rows, risks)
     ):
         full = row_supply[r]
@@ -421,6 +427,7 @@ def decide(
                 late_penalty=late_cost,
                 lane_adjustment=lane_cost,
                 total=row_total,
+                unknown=lacking,
             )
         )
     ranked = _search(

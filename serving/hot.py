@@ -35,15 +35,20 @@ class HotRoute:
     body: type[BaseModel]
     # answer(runtime=, body=, request_id=) -> the response model, with `degraded` and `degraded_reasons`
     answer: Callable[..., BaseModel]
-    # How many candidates an answer priced (for the metrics).
-    size: Callable[[BaseModel], int]
+    # The per-candidate parts of an answer, each with its `unknown` names (for the metrics).
+    candidates: Callable[[BaseModel], list]
 
     def respond(self, *, runtime: Runtime, body: BaseModel, request_id: str, metrics: Metrics) -> bytes:
         """The answer to a valid body, as JSON, counted in the metrics."""
         answer = self.answer(runtime=runtime, body=body, request_id=request_id)
         payload = answer.model_dump_json().encode()
+        priced = self.candidates(answer)
         metrics.answered(
-            endpoint=self.path, degraded=answer.degraded, reasons=answer.degraded_reasons, candidates=self.size(answer)
+            endpoint=self.path,
+            degraded=answer.degraded,
+            reasons=answer.degraded_reasons,
+            candidates=len(priced),
+            unknown=(candidate.unknown for candidate in priced),
         )
         return payload
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -38,6 +41,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.unknown = Counter(
+            "riskroute_unknown_history_candidates_total",
+            "Candidates priced without any history of their node, carrier or lane (fallback priors)",
+            ["what"],
+            registry=self.registry,
+        )
         self.proposer_runs = Counter(
             "riskroute_proposer_runs_total",
             "Scheduled proposer passes, by outcome",
@@ -59,8 +68,13 @@ class Metrics:
         for name in names:
             self.model_version.labels(model=name).set(float(versions.get(name, 0) or 0))
 
-    def answered(self, *, endpoint: str, degraded: bool, reasons: list[str], candidates: int) -> None:
-        """Count a degraded answer and the candidates each model's fallback priced."""
+    def answered(
+        self, *, endpoint: str, degraded: bool, reasons: list[str], candidates: int, unknown: Iterable[list[str]] = ()
+    ) -> None:
+        """Count the candidates priced without history, a degraded answer, and the candidates each model's
+        fallback priced; `unknown` holds each candidate's unknown names."""
+        for what, count in collections.Counter(name for names in unknown for name in names).items():
+            self.unknown.labels(what=what).inc(count)
         if not degraded:
             return
         self.degraded.labels(endpoint=endpoint).inc()

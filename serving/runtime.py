@@ -333,8 +333,8 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
         for c in body.candidates
     )
     scorer = runtime.scorer
-    features = scorer.features(queries)
-    scores = scorer.score_features(features=features, decided_at=queries.decided_at)
+    features, unknown = scorer.features(queries)
+    scores = scorer.score_features(features=features, decided_at=queries.decided_at, unknown=unknown)
     late = 1.0 - (1.0 - scores.carrier_delay) * (1.0 - scores.node_congestion)
     n = len(queries)
     explanations = _explain(runtime=runtime, features=features) if body.explain else [None] * n
@@ -344,9 +344,9 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
         {
             "request_id": request_id,
             "scores": [
-                {"carrier_delay_risk": d, "node_congestion_risk": c, "late_risk": p, "explanation": e}
-                for d, c, p, e in zip(
-                    scores.carrier_delay.tolist(), scores.node_congestion.tolist(), late.tolist(), explanations
+                {"carrier_delay_risk": d, "node_congestion_risk": c, "late_risk": p, "unknown": u, "explanation": e}
+                for d, c, p, u, e in zip(
+                    scores.carrier_delay.tolist(), scores.node_congestion.tolist(), late.tolist(), unknown, explanations
                 )
             ],
             "model_versions": scores.model_versions,
@@ -456,6 +456,7 @@ def decide(
                     "late_penalty": t.late_penalty,
                     "lane_adjustment": t.lane_adjustment,
                     "total": t.total if math.isfinite(t.total) else None,
+                    "unknown": t.unknown,
                 }
                 for t in decision.candidates
             ],

@@ -66,12 +66,23 @@ class Contribution(BaseModel):
     contribution: float
 
 
+Unknown = Annotated[
+    list[Literal["node", "carrier", "lane"]],
+    Field(
+        default_factory=list,
+        description="what the service has no history of for this candidate: its risk for them leans on "
+        "network-wide rates (fallback priors)",
+    ),
+]
+
+
 class CandidateRiskRead(BaseModel):
     """Risk of one candidate."""
 
     carrier_delay_risk: float
     node_congestion_risk: float
     late_risk: float
+    unknown: Unknown
     explanation: dict[str, list[Contribution]] | None = None
 
 
@@ -190,6 +201,7 @@ class OptionTraceRead(BaseModel):
     late_penalty: float
     lane_adjustment: float
     total: float | None
+    unknown: Unknown
 
 
 class DecisionRead(BaseModel):

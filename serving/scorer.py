@@ -106,17 +106,20 @@ class ModelScorer:
             return f"features are {age} old (limit {self.freshness_limit})"
         return None
 
-    def features(self, queries: RiskQueries) -> dict[str, np.ndarray]:
-        """The online features of each query at its decision time."""
+    def features(self, queries: RiskQueries) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
+        """The online features of each query at its decision time, and what the state has no history of for it."""
         rows = query_rows(queries=queries)
         with self.lock:
-            return self.state.features(rows=rows)
+            return self.state.features(rows=rows), self.state.unknown(rows=rows)
 
     def score(self, queries: RiskQueries) -> RiskScores:
         """Calibrated risk per query, or the flagged historical-rate baseline where a model cannot serve."""
-        return self.score_features(features=self.features(queries), decided_at=queries.decided_at)
+        features, unknown = self.features(queries)
+        return self.score_features(features=features, decided_at=queries.decided_at, unknown=unknown)
 
-    def score_features(self, *, features: dict[str, np.ndarray], decided_at: list) -> RiskScores:
+    def score_features(
+        self, *, features: dict[str, np.ndarray], decided_at: list, unknown: list[tuple[str, ...]] | None = None
+    ) -> RiskScores:
         """Risk from features already looked up (so an explanation can reuse them)."""
         n = len(decided_at)
         stale = self.stale_reason(now=max(decided_at)) if n else None
@@ -139,6 +142,7 @@ class ModelScorer:
             degraded=degraded,
             notes=notes,
             model_versions=self.models.versions(),
+            unknown=unknown,
         )
 
 

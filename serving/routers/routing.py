@@ -12,7 +12,7 @@ from serving.schemas import DecisionCreate, DecisionRead, RerouteCreate
 
 router = APIRouter(prefix="/v1/routing", tags=["routing"])
 DECISIONS = HotRoute(
-    path="/v1/routing/decisions", body=DecisionCreate, answer=service.decide, size=lambda a: len(a.trace)
+    path="/v1/routing/decisions", body=DecisionCreate, answer=service.decide, candidates=lambda a: a.trace
 )
 
 
@@ -21,7 +21,7 @@ def _reroute(*, runtime: service.Runtime, body: RerouteCreate, request_id: str) 
     return service.decide(runtime=runtime, body=body, request_id=request_id, excluded=body.excluded)
 
 
-REROUTE = HotRoute(path="/v1/routing/reroute", body=RerouteCreate, answer=_reroute, size=lambda a: len(a.trace))
+REROUTE = HotRoute(path="/v1/routing/reroute", body=RerouteCreate, answer=_reroute, candidates=lambda a: a.trace)
 
 
 @router.post("/decisions", response_model=DecisionRead, openapi_extra=bodies.request_body(DecisionCreate))

@@ -13,7 +13,7 @@ from serving.schemas import RiskScoresCreate, RiskScoresRead
 router = APIRouter(prefix="/v1", tags=["risk"])
 # Scoring is CPU-bound and short: it runs on the event loop rather than paying a thread hop.
 RISK_SCORES = HotRoute(
-    path="/v1/risk-scores", body=RiskScoresCreate, answer=service.score_candidates, size=lambda a: len(a.scores)
+    path="/v1/risk-scores", body=RiskScoresCreate, answer=service.score_candidates, candidates=lambda a: a.scores
 )
 
 

@@ -296,3 +296,36 @@ def test_a_node_days_figures_are_known_only_after_the_midnight_they_are_stamped_
     assert features["capacity_today"][1] == 120 and features["backlog_start"][1] == 30
     assert features["utilisation_so_far"][1] == pytest.approx(30 / 120)
     assert np.isnan(features["capacity_today"][2])  # the next day has no figures yet
+
+
+def test_the_state_says_which_nodes_carriers_and_lanes_it_has_no_history_of():
+    state = OnlineFeatureState()
+    shipment = {
+        "shipment_id": "S1",
+        "node_id": "DC01",
+        "node_type": "dc",
+        "carrier": "parcelway",
+        "service": "ground",
+        "origin_region": "nw",
+        "dest_region": "se",
+        "ship_by": "2026-11-02T18:00:00",
+        "promised_delivery": "2026-11-05",
+    }
+    rows = {
+        "allocated_at": np.array(["2026-11-04T12:00:00"] * 4, dtype="datetime64[s]"),
+        "node_id": np.array(["DC01", "DC09", "DC01", "DC01"], dtype=object),
+        "carrier": np.array(["parcelway", "parcelway", "ecopost", "parcelway"], dtype=object),
+        "origin_region": np.array(["nw", "nw", "nw", None], dtype=object),
+        "dest_region": np.array(["se", "se", "se", "se"], dtype=object),
+    }
+    assert state.unknown(rows=rows) == [("node", "carrier", "lane")] * 4
+    state.ingest({"event_id": "e1", "event_type": "allocated", "event_time": "2026-11-02T09:00:00", **shipment})
+    # An allocation makes the node and carrier known; a lane is known by its first delivery outcome.
+    assert state.unknown(rows=rows) == [("lane",), ("node", "lane"), ("carrier", "lane"), ("lane",)]
+    state.ingest(
+        {"event_id": "e2", "event_type": "handed_over", "event_time": "2026-11-02T15:00:00", "shipment_id": "S1"}
+    )
+    state.ingest(
+        {"event_id": "e3", "event_type": "delivered", "event_time": "2026-11-04T10:00:00", "shipment_id": "S1"}
+    )
+    assert state.unknown(rows=rows) == [(), ("node",), ("carrier", "lane"), ("lane",)]

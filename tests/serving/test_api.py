@@ -76,6 +76,29 @@ def test_unknown_node_and_carrier_get_fallback_risk_not_an_error(client, twin, d
     assert response.status_code == 200
     score = response.json()["scores"][0]
     assert 0 < score["carrier_delay_risk"] < 1 and 0 < score["node_congestion_risk"] < 1
+    assert score["unknown"] == ["node", "carrier", "lane"]
+
+
+def test_each_candidate_says_what_its_risk_has_no_history_of(client, twin, decided):
+    past = twin.shipments[twin.shipments["allocated_at"] < decided - pd.Timedelta(days=7)]
+    node = past.groupby(["node_id", "node_type"], observed=True).size().idxmax()
+    lane = past.groupby(["carrier", "origin_region", "dest_region"], observed=True).size().idxmax()
+    known = {
+        **risk_candidates(history=twin, decided=decided, n=1)[0],
+        **dict(zip(("node_id", "node_type"), node)),
+        **dict(zip(("carrier", "origin_region", "dest_region"), lane)),
+    }
+    asked = [
+        known,
+        {**known, "node_id": "NEW-NODE"},
+        {**known, "carrier": "new-carrier"},
+        {**known, "dest_region": "atlantis"},
+    ]
+    scores = client.post("/v1/risk-scores", json={"candidates": asked}).json()["scores"]
+    assert [s["unknown"] for s in scores] == [[], ["node"], ["carrier", "lane"], ["lane"]]
+    text = client.get("/metrics").text
+    for what in ("node", "carrier", "lane"):
+        assert f'riskroute_unknown_history_candidates_total{{what="{what}"}}' in text
 
 
 def test_stale_features_are_flagged_degraded_but_still_answered(client, twin, decided):
@@ -134,6 +157,13 @@ def test_a_routing_decision_comes_with_its_trace_ruleset_and_models(client, deci
     assert shipped == ["L1", "L2"]
     assert {t["node_id"] for t in body["trace"]} == {"DC01", "ST01"}
     assert any(t["excluded_by"] for t in body["trace"]) or body["runner_up"] is not None
+
+
+def test_a_decision_trace_says_which_options_have_no_history_of_their_node(client, decided):
+    body = _order_body(decided)
+    body["candidates"].append({**body["candidates"][0], "node_id": "NEW-NODE"})
+    trace = client.post("/v1/routing/decisions", json=body).json()["trace"]
+    assert {t["node_id"] for t in trace if "node" in t["unknown"]} == {"NEW-NODE"}
 
 
 def test_a_reroute_never_picks_what_failed(client, decided):
