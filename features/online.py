@@ -36,6 +36,7 @@ _UNKNOWN_DAY = (np.nan, np.nan)  # a node day's capacity and opening backlog, be
 HISTORY_OF = {"node": ("node_id",), "carrier": ("carrier",), "lane": ("carrier", "origin_region", "dest_region")}
 # Every combination of those names, by bitmask (node 1, carrier 2, lane 4).
 _UNKNOWN_BY_MASK = [tuple(name for bit, name in enumerate(HISTORY_OF) if mask >> bit & 1) for mask in range(8)]
+_HISTORY_BITS = np.array([[1 << bit] for bit in range(len(HISTORY_OF))], dtype=np.int64)
 # The aggregates answered together: those counting the same stream under the same key set.
 _BY_ENTRIES: dict[tuple[str, tuple[str, ...]], list] = {}
 for _aggregate in AGGREGATES:
@@ -43,6 +44,7 @@ for _aggregate in AGGREGATES:
 _GROUPS = list(_BY_ENTRIES)
 _KEYSETS = list(dict.fromkeys(keyset for _, keyset in _GROUPS))
 _KEY_COLUMNS = sorted({column for keyset in _KEYSETS for column in keyset})
+_HISTORY_KEYSETS = np.array([_KEYSETS.index(keyset) for keyset in HISTORY_OF.values()])
 # Every aggregate in group order, with its window as bound terms (see `window_terms`).
 _PLAN = [aggregate for group in _GROUPS for aggregate in _BY_ENTRIES[group]]
 _PLAN_KEYSET = np.array([_KEYSETS.index(a.keys) for a in _PLAN])
@@ -380,7 +382,14 @@ class OnlineFeatureState:
 
     # ----- queries --------------------------------------------------------------------------
     def features(self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> dict[str, np.ndarray]:
-        """Every feature for each decision row, from what the state knows strictly before the row's time.
+        """Every feature for each decision row, from what the state knows strictly before the row's time."""
+        return self.lookup(rows=rows)[0]
+
+    def lookup(
+        self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame
+    ) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
+        """Every feature for each decision row (see `features`), and which of its node, carrier and lane the
+        state has no history of at all (`HISTORY_OF`: the windowed rates about them are then the network's).
 
         `rows` is a frame or plain column arrays. Rows asking about the same key at the same time
         are answered once (a request's candidates share most keys), and every aggregate over the
@@ -429,7 +438,7 @@ class OnlineFeatureState:
         gather = start[:-1, None] + inverse[_PLAN_KEYSET]
         row_counts, row_totals = counts[gather], totals[gather]
         aggregates = {a.name: (row_counts[i], row_totals[i]) for i, a in enumerate(_PLAN)}
-        return derive_features(
+        features = derive_features(
             static=static,
             aggregates=aggregates,
             node_state=self._node_state(node_id=static["node_id"], t=t),
@@ -437,17 +446,10 @@ class OnlineFeatureState:
                 notices=self._notice_arrays(), t=t, carrier=static["carrier"], dest_region=static["dest_region"]
             ),
         )
-
-    def unknown(self, *, rows: Mapping[str, np.ndarray] | pd.DataFrame) -> list[tuple[str, ...]]:
-        """Per row, which of its node, carrier and lane the state has no history of at all (`HISTORY_OF`):
-        the windowed rates about them are then the network's."""
-        n = len(rows["allocated_at"])
-        mask = [0] * n
-        for bit, keyset in enumerate(HISTORY_OF.values()):
-            known = self._codes.get(keyset, {})
-            columns = [np.asarray(rows[c], dtype=object).tolist() if c in rows else [None] * n for c in keyset]
-            mask = [m | (key not in known) << bit for m, key in zip(mask, zip(*columns))]
-        return list(map(_UNKNOWN_BY_MASK.__getitem__, mask))
+        # A key the state has never seen has no code (-1): each row reads its own keys' codes.
+        unseen = codes[key_start[_HISTORY_KEYSETS, None] + inverse[_HISTORY_KEYSETS]] < 0
+        mask = (unseen * _HISTORY_BITS).sum(axis=0)
+        return features, list(map(_UNKNOWN_BY_MASK.__getitem__, mask.tolist()))
 
     def _distinct_queries(
         self, *, static: dict[str, np.ndarray], t: np.ndarray

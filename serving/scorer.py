@@ -110,7 +110,7 @@ class ModelScorer:
         """The online features of each query at its decision time, and what the state has no history of for it."""
         rows = query_rows(queries=queries)
         with self.lock:
-            return self.state.features(rows=rows), self.state.unknown(rows=rows)
+            return self.state.lookup(rows=rows)
 
     def score(self, queries: RiskQueries) -> RiskScores:
         """Calibrated risk per query, or the flagged historical-rate baseline where a model cannot serve."""

@@ -317,15 +317,20 @@ def test_the_state_says_which_nodes_carriers_and_lanes_it_has_no_history_of():
         "carrier": np.array(["parcelway", "parcelway", "ecopost", "parcelway"], dtype=object),
         "origin_region": np.array(["nw", "nw", "nw", None], dtype=object),
         "dest_region": np.array(["se", "se", "se", "se"], dtype=object),
+        "promised_delivery": np.array(["2026-11-06"] * 4, dtype="datetime64[s]"),
     }
-    assert state.unknown(rows=rows) == [("node", "carrier", "lane")] * 4
+
+    def unknown():
+        return state.lookup(rows=rows)[1]
+
+    assert unknown() == [("node", "carrier", "lane")] * 4
     state.ingest({"event_id": "e1", "event_type": "allocated", "event_time": "2026-11-02T09:00:00", **shipment})
     # An allocation makes the node and carrier known; a lane is known by its first delivery outcome.
-    assert state.unknown(rows=rows) == [("lane",), ("node", "lane"), ("carrier", "lane"), ("lane",)]
+    assert unknown() == [("lane",), ("node", "lane"), ("carrier", "lane"), ("lane",)]
     state.ingest(
         {"event_id": "e2", "event_type": "handed_over", "event_time": "2026-11-02T15:00:00", "shipment_id": "S1"}
     )
     state.ingest(
         {"event_id": "e3", "event_type": "delivered", "event_time": "2026-11-04T10:00:00", "shipment_id": "S1"}
     )
-    assert state.unknown(rows=rows) == [(), ("node",), ("carrier", "lane"), ("lane",)]
+    assert unknown() == [(), ("node",), ("carrier", "lane"), ("lane",)]
