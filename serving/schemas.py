@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from features.online import HISTORY_OF
+
 Service = Literal["ground", "two_day", "next_day"]
 NodeType = Literal["dc", "store", "3pl", "dropship"]
 Tier = Literal["standard", "plus", "premium"]
@@ -67,7 +69,7 @@ class Contribution(BaseModel):
 
 
 Unknown = Annotated[
-    list[Literal["node", "carrier", "lane"]],
+    list[Literal[tuple(HISTORY_OF)]],  # "node", "carrier", "lane"
     Field(
         default_factory=list,
         description="what the service has no history of for this candidate: its risk for them leans on "
