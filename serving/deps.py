@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 from approvals import proposals, tokens
 from approvals.db import transaction
 from approvals.tokens import Principal
-from serving.metrics import Metrics
 from serving.runtime import NoDatabase, Runtime
 
 TRUSTED = Principal(name="trusted-network", role="router")
@@ -37,13 +36,7 @@ async def get_request_id(request: Request) -> str:
     return request.state.request_id
 
 
-async def get_metrics(request: Request) -> Metrics:
-    """The app's metrics."""
-    return request.app.state.metrics
-
-
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 RequestIdDep = Annotated[str, Depends(get_request_id)]
 
 

@@ -333,7 +333,7 @@ def score_candidates(*, runtime: Runtime, body: schemas.RiskScoresCreate, reques
         for c in body.candidates
     )
     scorer = runtime.scorer
-    features, unknown = scorer.features(queries)
+    features, unknown = scorer.lookup(queries)
     scores = scorer.score_features(features=features, decided_at=queries.decided_at, unknown=unknown)
     late = 1.0 - (1.0 - scores.carrier_delay) * (1.0 - scores.node_congestion)
     n = len(queries)

@@ -106,7 +106,7 @@ class ModelScorer:
             return f"features are {age} old (limit {self.freshness_limit})"
         return None
 
-    def features(self, queries: RiskQueries) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
+    def lookup(self, queries: RiskQueries) -> tuple[dict[str, np.ndarray], list[tuple[str, ...]]]:
         """The online features of each query at its decision time, and what the state has no history of for it."""
         rows = query_rows(queries=queries)
         with self.lock:
@@ -114,7 +114,7 @@ class ModelScorer:
 
     def score(self, queries: RiskQueries) -> RiskScores:
         """Calibrated risk per query, or the flagged historical-rate baseline where a model cannot serve."""
-        features, unknown = self.features(queries)
+        features, unknown = self.lookup(queries)
         return self.score_features(features=features, decided_at=queries.decided_at, unknown=unknown)
 
     def score_features(
