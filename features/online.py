@@ -24,13 +24,11 @@ from features.definitions import (
     active_disruptions,
     derive_features,
     static_features,
-    window_bounds,
     window_terms,
 )
 from features.errors import FeaturesError
 from features.history import History
 from features.schema import PICK_FAILURE_CODES
-from features.windows import count_windows
 
 CARRIER_EXCEPTIONS = ("lost", "damaged", "address_problem")
 _UNKNOWN_DAY = (np.nan, np.nan)  # a node day's capacity and opening backlog, before any figures arrive
@@ -49,11 +47,13 @@ _KEY_COLUMNS = sorted({column for keyset in _KEYSETS for column in keyset})
 _HISTORY_KEYSETS = np.array([_KEYSETS.index(keyset) for keyset in HISTORY_OF.values()])
 # Every aggregate in group order, with its window as bound terms (see `window_terms`).
 _PLAN = [aggregate for group in _GROUPS for aggregate in _BY_ENTRIES[group]]
-_PLAN_KEYSET = np.array([_KEYSETS.index(a.keys) for a in _PLAN], dtype=np.int64)
-_PLAN_GROUP = np.array([_GROUPS.index((a.stream, a.keys)) for a in _PLAN], dtype=np.int64)
-_PLAN_TERMS = np.ascontiguousarray(np.array([window_terms(window=a.window) for a in _PLAN], dtype=np.int64).T)
-# Each group's aggregates, by their places in _PLAN.
-_GROUP_PLAN = {group: [i for i, a in enumerate(_PLAN) if (a.stream, a.keys) == group] for group in _GROUPS}
+_PLAN_KEYSET = np.array([_KEYSETS.index(a.keys) for a in _PLAN])
+_PLAN_TERMS = np.array([window_terms(window=a.window) for a in _PLAN], dtype=np.int64).T
+# Each group's aggregates as a range of _PLAN.
+_GROUP_SPANS = []
+for _group in _GROUPS:
+    _first = _PLAN.index(_BY_ENTRIES[_group][0])
+    _GROUP_SPANS.append((_group, _first, _first + len(_BY_ENTRIES[_group])))
 
 
 class _KeyedEntries:
@@ -127,6 +127,23 @@ class _KeyedEntries:
         self.tail_values = np.empty(0, dtype=np.float64)
         self.tail_running = np.zeros(1, dtype=np.float64)
 
+    def windows(self, *, bounds: np.ndarray, counts: np.ndarray, totals: np.ndarray) -> None:
+        """Count and sum of the settled entries in each column's [bounds[0], bounds[1]) of composite key*2^34+time
+        (lo <= hi), written into `counts` and `totals`.
+
+        A key never seen (code -1) has negative bounds, below every entry: it counts nothing.
+        """
+        # Every window has lo <= hi, so the lower search never lands past the upper one.
+        found = np.searchsorted(self.composite, bounds, side="left")
+        np.subtract(found[1], found[0], out=counts)
+        summed = self.cumulative.take(found)
+        np.subtract(summed[1], summed[0], out=totals)
+        if len(self.tail):
+            found = np.searchsorted(self.tail, bounds, side="left")
+            counts += found[1] - found[0]
+            summed = self.tail_running.take(found)
+            totals += summed[1] - summed[0]
+
 
 @dataclass
 class _Pending:
@@ -171,9 +188,9 @@ class OnlineFeatureState:
     """Feature state kept up to date by events, answering point-in-time features."""
 
     def __init__(self) -> None:
+        self._entries: dict[tuple[str, tuple[str, ...]], _KeyedEntries] = {}
         # One key -> code dictionary per key set, shared by every stream grouped by it.
-        self._codes: dict[tuple[str, ...], dict[tuple, int]] = {keyset: {} for keyset in _KEYSETS}
-        self._entries = {group: _KeyedEntries(codes=self._codes[group[1]]) for group in _GROUPS}
+        self._codes: dict[tuple[str, ...], dict[tuple, int]] = {}
         self._pending: dict[str, _Pending] = {}
         self._timers: list[tuple[int, int, str, str]] = []
         self._timer_seq = 0
@@ -330,7 +347,11 @@ class OnlineFeatureState:
 
     def _add(self, stream: str, *, time: int, value: float, attrs: Mapping[str, object]) -> None:
         for keyset, key in self._entry_keys(stream, attrs):
-            self._entries[(stream, keyset)].add(key=key, time=time, value=value)
+            entries = self._entries.get((stream, keyset))
+            if entries is None:
+                codes = self._codes.setdefault(keyset, {})
+                entries = self._entries[(stream, keyset)] = _KeyedEntries(codes=codes)
+            entries.add(key=key, time=time, value=value)
 
     def _due(self, *, before: int) -> dict[tuple, dict[tuple, list[int]]]:
         """Late outcomes whose deadline passes before `before` but beyond the last event: counted, not stored.
@@ -379,26 +400,44 @@ class OnlineFeatureState:
         if len(t) and self._clock is not None:
             # Deadlines up to the last event are settled; later ones are counted per query, not stored.
             self._fire_timers(before=self._clock)
+        due = self._due(before=int(t.max())) if len(t) else {}
         static = static_features(rows=rows)
-        codes = self._key_codes(static=static, n=len(t))
-        counts, totals = np.zeros((len(_PLAN), len(t)), dtype=np.int64), np.zeros((len(_PLAN), len(t)))
-        groups = [self._entries[group] for group in _GROUPS]
-        count_windows(
-            codes,
-            t,
-            tuple(entries.composite for entries in groups),
-            tuple(entries.cumulative for entries in groups),
-            tuple(entries.tail for entries in groups),
-            tuple(entries.tail_running for entries in groups),
-            _PLAN_GROUP,
-            _PLAN_KEYSET,
-            _PLAN_TERMS,
-            counts,
-            totals,
+        asked, inverse, codes, times = self._distinct_queries(static=static, t=t)
+        # One search per aggregate and distinct query of its key set, laid out in _PLAN's order.
+        sizes = np.array([len(keys) for keys in asked], dtype=np.int64)
+        key_start = np.concatenate([[0], np.cumsum(sizes)])
+        per_aggregate = sizes[_PLAN_KEYSET]
+        start = np.concatenate([[0], np.cumsum(per_aggregate)])
+        query = np.arange(start[-1]) + np.repeat(key_start[_PLAN_KEYSET] - start[:-1], per_aggregate)
+        at = times[query]
+        midnight = at - at % DAY
+        terms = _PLAN_TERMS[:, np.repeat(np.arange(len(_PLAN)), per_aggregate)]
+        base = codes[query] * KEY_SHIFT
+        bounds = np.stack(
+            [
+                base + np.where(terms[0] == 1, midnight, at) + terms[1],
+                base + np.where(terms[2] == 1, midnight, at) + terms[3],
+            ]
         )
-        if len(t):
-            self._count_due(static=static, t=t, counts=counts, totals=totals)
-        aggregates = {a.name: (counts[i], totals[i]) for i, a in enumerate(_PLAN)}
+        counts, totals = np.zeros(len(query), dtype=np.int64), np.zeros(len(query))
+        for group, first, end in _GROUP_SPANS:
+            s, e = start[first], start[end]
+            entries = self._entries.get(group)
+            if entries is not None and e > s:
+                entries.windows(bounds=bounds[:, s:e], counts=counts[s:e], totals=totals[s:e])
+            late = due.get(group)
+            if late and e > s:
+                # Late outcomes not yet settled count as 1 each inside the window.
+                k = _KEYSETS.index(group[1])
+                keys = [asked[k][j] for j in (query[s:e] - key_start[k]).tolist()]
+                lo, hi = bounds[:, s:e] - base[s:e]
+                extra = _count_due(deadlines=late, keys=keys, lo=lo, hi=hi)
+                counts[s:e] += extra
+                totals[s:e] += extra
+        # Back to rows: each aggregate reads, for every row, the distinct query the row maps to.
+        gather = start[:-1, None] + inverse[_PLAN_KEYSET]
+        row_counts, row_totals = counts[gather], totals[gather]
+        aggregates = {a.name: (row_counts[i], row_totals[i]) for i, a in enumerate(_PLAN)}
         features = derive_features(
             static=static,
             aggregates=aggregates,
@@ -407,30 +446,35 @@ class OnlineFeatureState:
                 notices=self._notice_arrays(), t=t, carrier=static["carrier"], dest_region=static["dest_region"]
             ),
         )
-        # A key the state has never seen has no code (-1).
-        mask = ((codes[_HISTORY_KEYSETS] < 0) * _HISTORY_BITS).sum(axis=0)
+        # A key the state has never seen has no code (-1): each row reads its own keys' codes.
+        unseen = codes[key_start[_HISTORY_KEYSETS, None] + inverse[_HISTORY_KEYSETS]] < 0
+        mask = (unseen * _HISTORY_BITS).sum(axis=0)
         return features, list(map(_UNKNOWN_BY_MASK.__getitem__, mask.tolist()))
 
-    def _key_codes(self, *, static: dict[str, np.ndarray], n: int) -> np.ndarray:
-        """Each row's key code under every key set (rows by key set), -1 for a key the state has never seen."""
+    def _distinct_queries(
+        self, *, static: dict[str, np.ndarray], t: np.ndarray
+    ) -> tuple[list[list[tuple]], np.ndarray, np.ndarray, np.ndarray]:
+        """Per key set, its distinct (key, time) queries' keys and each row's query; then every query's
+        key code and time, key set after key set."""
+        n = len(t)
+        uniform = n == 0 or t.min() == t.max()  # the usual request: every candidate decided at one time
         columns = {column: static[column].tolist() for column in _KEY_COLUMNS}  # lists iterate faster than arrays
-        codes = np.empty((len(_KEYSETS), n), dtype=np.int64)
-        for k, keyset in enumerate(_KEYSETS):
-            keys = zip(*[columns[column] for column in keyset]) if keyset else repeat((), n)
-            codes[k] = np.fromiter(map(self._codes[keyset].get, keys, repeat(-1)), dtype=np.int64, count=n)
-        return codes
-
-    def _count_due(
-        self, *, static: dict[str, np.ndarray], t: np.ndarray, counts: np.ndarray, totals: np.ndarray
-    ) -> None:
-        """Add to each row's counts the late outcomes `_due` finds: each counts 1 inside an aggregate's window."""
-        for (stream, keyset), deadlines in self._due(before=int(t.max())).items():
-            keys = list(zip(*[static[column].tolist() for column in keyset])) if keyset else [()] * len(t)
-            for a in _GROUP_PLAN[(stream, keyset)]:
-                lo, hi = window_bounds(window=_PLAN[a].window, t=t)
-                extra = _count_due(deadlines=deadlines, keys=keys, lo=lo, hi=hi)
-                counts[a] += extra
-                totals[a] += extra
+        asked, inverse, codes, times = [], [], [], []
+        for keyset in _KEYSETS:
+            keys = list(zip(*[columns[k] for k in keyset])) if keyset else [()] * n
+            pairs = keys if uniform else list(zip(keys, t.tolist()))
+            distinct: dict = {}  # pair -> its number, in order of appearance
+            inverse.append([distinct.setdefault(pair, len(distinct)) for pair in pairs])
+            asked.append(list(distinct) if uniform else [key for key, _ in distinct])
+            if not uniform:
+                times.extend(when for _, when in distinct)
+            codes.extend(map(self._codes.get(keyset, {}).get, asked[-1], repeat(-1)))
+        return (
+            asked,
+            np.array(inverse, dtype=np.int64).reshape(len(_KEYSETS), n),
+            np.array(codes, dtype=np.int64),
+            np.array(times, dtype=np.int64) if not uniform else np.repeat(t[:1], len(codes)),
+        )
 
     def _node_state(self, *, node_id: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
         """Each row's node capacity and opening backlog for its day, when known before its time."""

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import features.offline as offline
-from features.definitions import MODEL_FEATURES
+from features.definitions import KEY_SHIFT, MODEL_FEATURES
 from features.events import events_from_history
 from features.history import History
 from features.offline import build_features, build_features_chunked, features_for_rows, prepare, read_features
@@ -245,21 +245,15 @@ def test_a_warm_start_continues_exactly_like_a_full_replay(tiny_history):
         st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 500), st.sampled_from([0.0, 1.0, 2.5])),
         max_size=300,
     ),
-    # Rows often ask the same key at the same time (a request's candidates do): those are answered once.
-    rows=st.lists(
-        st.tuples(st.sampled_from(["a", "b", "z"]), st.integers(0, 520) | st.sampled_from([250, 400])),
-        min_size=1,
-        max_size=20,
+    queries=st.lists(
+        st.tuples(st.sampled_from(["a", "b", "z"]), st.integers(0, 520), st.integers(0, 200)), min_size=1, max_size=20
     ),
-    widths=st.lists(st.integers(0, 200), min_size=1, max_size=3),
     settle_every=st.integers(1, 10),
 )
 @settings(max_examples=60, deadline=None)
-def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(entries, rows, widths, settle_every):
-    """Sorted part, tail, inbox, settling and merges together answer like a brute-force count, for every row
-    and window of one compiled call."""
+def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(entries, queries, settle_every):
+    """Sorted part, tail, inbox, settling and merges together answer like a brute-force count."""
     from features.online import _KeyedEntries
-    from features.windows import count_windows
 
     index = _KeyedEntries()
     index.MERGE_AT = 7  # merge often, so queries meet merged, half-merged and tail-only states
@@ -268,26 +262,15 @@ def test_the_online_entry_index_counts_windows_exactly_however_entries_arrive(en
         if i % settle_every == 0:
             index.settle()
     index.settle()
-    # One aggregate per width: the rolling window [t - width, t).
-    terms = np.array([[0] * len(widths), [-w for w in widths], [0] * len(widths), [0] * len(widths)], dtype=np.int64)
-    counts, totals = np.zeros((len(widths), len(rows)), dtype=np.int64), np.zeros((len(widths), len(rows)))
-    count_windows(
-        np.array([[index.codes.get((key,), -1) for key, _ in rows]], dtype=np.int64),
-        np.array([t for _, t in rows], dtype=np.int64),
-        (index.composite,),
-        (index.cumulative,),
-        (index.tail,),
-        (index.tail_running,),
-        np.zeros(len(widths), dtype=np.int64),
-        np.zeros(len(widths), dtype=np.int64),
-        terms,
-        counts,
-        totals,
-    )
-    for a, width in enumerate(widths):
-        for i, (key, t) in enumerate(rows):
-            inside = [v for k, w, v in entries if k == key and t - width <= w < t]
-            assert counts[a, i] == len(inside) and totals[a, i] == pytest.approx(sum(inside))
+    keys = [(q[0],) for q in queries]
+    lo = np.array([q[1] - q[2] for q in queries])
+    hi = np.array([q[1] for q in queries])
+    base = np.array([index.codes.get(k, -1) for k in keys], dtype=np.int64) * KEY_SHIFT
+    counts, totals = np.zeros(len(queries), dtype=np.int64), np.zeros(len(queries))
+    index.windows(bounds=np.stack([base + lo, base + hi]), counts=counts, totals=totals)
+    for g, (key, t_hi, width) in enumerate(queries):
+        inside = [v for k, w, v in entries if k == key and t_hi - width <= w < t_hi]
+        assert counts[g] == len(inside) and totals[g] == pytest.approx(sum(inside))
 
 
 def test_a_node_days_figures_are_known_only_after_the_midnight_they_are_stamped_at():
