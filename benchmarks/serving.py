@@ -81,15 +81,17 @@ class Caller:
         self.body = json.dumps(body).encode()
         self.headers = {"Content-Type": "application/json", **(headers or {})}
 
+    def _post(self) -> http.client.HTTPResponse:
+        self.connection.request("POST", self.path, body=self.body, headers=self.headers)
+        return self.connection.getresponse()
+
     def __call__(self) -> bytes:
         try:
-            self.connection.request("POST", self.path, body=self.body, headers=self.headers)
-            response = self.connection.getresponse()
+            response = self._post()
         except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
             # The server closed a connection left idle past its keep-alive while the other server was timed.
             self.connection.close()
-            self.connection.request("POST", self.path, body=self.body, headers=self.headers)
-            response = self.connection.getresponse()
+            response = self._post()
         payload = response.read()
         if response.status != 200:
             raise SystemExit(f"{self.path} answered {response.status}: {payload[:300]!r}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -69,7 +69,13 @@ class Metrics:
             self.model_version.labels(model=name).set(float(versions.get(name, 0) or 0))
 
     def answered(
-        self, *, endpoint: str, degraded: bool, reasons: list[str], candidates: int, unknown: Iterable[list[str]] = ()
+        self,
+        *,
+        endpoint: str,
+        degraded: bool,
+        reasons: list[str],
+        candidates: int,
+        unknown: Iterable[Sequence[str]] = (),
     ) -> None:
         """Count the candidates priced without history, a degraded answer, and the candidates each model's
         fallback priced; `unknown` holds each candidate's unknown names."""
