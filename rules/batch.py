@@ -13,6 +13,7 @@ with that node's load: the same answer as deciding one order after another.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,7 +89,8 @@ def combined_late(p_carrier: np.ndarray, p_congestion: np.ndarray) -> np.ndarray
     return 1.0 - (1.0 - p_carrier) * (1.0 - p_congestion)
 
 
-def partitions(n: int, max_blocks: int) -> list[list[int]]:
+@functools.cache  # every order of the same size asks again
+def partitions(n: int, max_blocks: int) -> tuple[tuple[int, ...], ...]:
     """Set partitions of n units into at most max_blocks blocks, as block bitmasks (restricted growth strings)."""
     found = []
 
@@ -97,13 +99,13 @@ def partitions(n: int, max_blocks: int) -> list[list[int]]:
             masks = [0] * blocks
             for unit, label in enumerate(labels):
                 masks[label] |= 1 << unit
-            found.append(masks)
+            found.append(tuple(masks))
             return
         for label in range(min(blocks + 1, max_blocks)):
             grow(i + 1, labels + [label], max(blocks, label + 1))
 
     grow(0, [], 0)
-    return found
+    return tuple(found)
 
 
 def weekday_of(seconds: np.ndarray) -> np.ndarray:

@@ -9,12 +9,13 @@ calls a model. Ties break on a stable key, so the same inputs always give the sa
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -150,9 +151,11 @@ class PriorScorer:
         return RiskScores(carrier_delay=delay, node_congestion=congestion, degraded=np.zeros(len(queries), dtype=bool))
 
 
-@dataclass(frozen=True)
-class OptionTrace:
-    """How one (node, option) fared: eligible or the rule that excluded it, and its price."""
+class OptionTrace(NamedTuple):
+    """How one (node, option) fared: eligible or the rule that excluded it, and its price.
+
+    A named tuple, not a dataclass: a decision builds one per option, and a tuple is the cheapest to build.
+    """
 
     node_id: str
     carrier: str
@@ -226,40 +229,93 @@ def _option_rule(
     *, ruleset: Ruleset, order: Order, candidate: Candidate, option: ShippingOption, load: float, p_late: float
 ) -> str | None:
     """The first rule that forbids this node and option for this order, whatever lines it carries."""
-    for node, carrier, service in order.excluded:
-        if node == candidate.node_id and carrier in (None, option.carrier) and service in (None, option.service):
-            return "reroute_excluded"
-    arrival = option.ship_by.date() + timedelta(days=option.transit_days)
-    if arrival > order.promised_delivery:
-        return "promise_not_met"
+    return _option_rules(
+        ruleset=ruleset, order=order, rows=[(candidate, option)], loads={candidate.node_id: load}, p_late=[p_late]
+    )[0]
+
+
+def _option_rules(
+    *,
+    ruleset: Ruleset,
+    order: Order,
+    rows: Sequence[tuple[Candidate, ShippingOption]],
+    loads: Mapping[str, float],
+    p_late: Sequence[float],
+) -> list[str | None]:
+    """For each (node, option) row, the first rule that forbids it for this order whatever lines it carries
+    (None: allowed); `loads` is each node's shipments today so far.
+
+    The rules are tried in the ruleset's order of precedence. Those about a node alone, a node type and
+    service, or a carrier's service on the order's lane are each worked out once per order and key: an
+    order's options share them.
+    """
     e = ruleset.eligibility
-    for rule in e.node_types:
-        if (
-            rule.node_type == candidate.node_type
-            and (rule.services is None or option.service in rule.services)
-            and (rule.tiers is None or order.tier in rule.tiers)
-        ):
-            return rule.id
-    for rule in e.regions:
-        if order.dest_region in rule.dest_regions and (
-            (rule.node_ids is not None and candidate.node_id in rule.node_ids)
-            or (rule.node_types is not None and candidate.node_type in rule.node_types)
-        ):
-            return rule.id
-    for rule in e.lanes:
-        if (
-            rule.carrier == option.carrier
-            and (rule.dest_regions is None or order.dest_region in rule.dest_regions)
-            and (rule.tiers is None or order.tier in rule.tiers)
-            and (rule.services is None or option.service in rule.services)
-        ):
-            return rule.id
-    if load + 1 > _cap(ruleset=ruleset, candidate=candidate, weekday=order.decided_at.weekday()):
-        return e.capacity.id
+    weekday = order.decided_at.weekday()
     limit = e.max_risk_by_tier.get(order.tier)
-    if limit is not None and p_late > limit:
-        return f"max_risk_{order.tier}"
-    return None
+
+    @functools.cache
+    def node_type_rule(node_type: str, service: str) -> str | None:
+        for rule in e.node_types:
+            if (
+                rule.node_type == node_type
+                and (rule.services is None or service in rule.services)
+                and (rule.tiers is None or order.tier in rule.tiers)
+            ):
+                return rule.id
+        return None
+
+    @functools.cache
+    def region_rule(node_id: str, node_type: str) -> str | None:
+        for rule in e.regions:
+            if order.dest_region in rule.dest_regions and (
+                (rule.node_ids is not None and node_id in rule.node_ids)
+                or (rule.node_types is not None and node_type in rule.node_types)
+            ):
+                return rule.id
+        return None
+
+    @functools.cache
+    def lane_rule(carrier: str, service: str) -> str | None:
+        for rule in e.lanes:
+            if (
+                rule.carrier == carrier
+                and (rule.dest_regions is None or order.dest_region in rule.dest_regions)
+                and (rule.tiers is None or order.tier in rule.tiers)
+                and (rule.services is None or service in rule.services)
+            ):
+                return rule.id
+        return None
+
+    @functools.cache
+    def arrives_late(ship_by: datetime, transit_days: int) -> bool:
+        return ship_by.date() + timedelta(days=transit_days) > order.promised_delivery
+
+    def capacity_rule(candidate: Candidate) -> str | None:
+        full = loads[candidate.node_id] + 1 > _cap(ruleset=ruleset, candidate=candidate, weekday=weekday)
+        return e.capacity.id if full else None
+
+    nodes = {candidate.node_id: candidate for candidate, _ in rows}
+    capacity = {node_id: capacity_rule(candidate) for node_id, candidate in nodes.items()}
+    too_risky = f"max_risk_{order.tier}"
+    found: list[str | None] = []
+    for (candidate, option), late in zip(rows, p_late):
+        rule = None
+        if order.excluded and any(
+            node == candidate.node_id and carrier in (None, option.carrier) and service in (None, option.service)
+            for node, carrier, service in order.excluded
+        ):
+            rule = "reroute_excluded"
+        elif arrives_late(option.ship_by, option.transit_days):
+            rule = "promise_not_met"
+        found.append(
+            rule
+            or node_type_rule(candidate.node_type, option.service)
+            or region_rule(candidate.node_id, candidate.node_type)
+            or lane_rule(option.carrier, option.service)
+            or capacity[candidate.node_id]
+            or (too_risky if limit is not None and late > limit else None)
+        )
+    return found
 
 
 def _lane_adjustment(*, ruleset: Ruleset, carrier: str, dest_region: str) -> float:
@@ -338,26 +394,13 @@ def decide(
     p_carrier = np.asarray(scores.carrier_delay[chunk], dtype=np.float64)
     p_congestion = np.asarray(scores.node_congestion[chunk], dtype=np.float64)
     p_late = combined_late(p_carrier, p_congestion)
-    option_rules = [
-        _option_rule(
-            ruleset=ruleset,
-            order=order,
-            candidate=candidate,
-            option=option,
-            load=candidate.assigned_today + extra_load.get(candidate.node_id, 0.0),
-            p_late=late_risk,
-        )
-        for (candidate, option), late_risk in zip(rows, p_late.tolist())
-    ]
-    lanes: dict[str, float] = {}
-    lane = np.array(
-        [
-            lanes.setdefault(
-                o.carrier, _lane_adjustment(ruleset=ruleset, carrier=o.carrier, dest_region=order.dest_region)
-            )
-            for _, o in rows
-        ]
-    )
+    loads = {c.node_id: c.assigned_today + extra_load.get(c.node_id, 0.0) for c in ordered}
+    option_rules = _option_rules(ruleset=ruleset, order=order, rows=rows, loads=loads, p_late=p_late.tolist())
+    lanes = {
+        carrier: _lane_adjustment(ruleset=ruleset, carrier=carrier, dest_region=order.dest_region)
+        for carrier in {o.carrier for _, o in rows}
+    }
+    lane = np.array([lanes[o.carrier] for _, o in rows], dtype=np.float64)
     # Per subset of units (bitmask s): its lines, unit count and whether it carries hazmat.
     subset_lines = [tuple(line for u in range(n_units) if s >> u & 1 for line in units[u]) for s in range(n_subsets)]
     subset_units = np.array([sum(line.quantity for line in lines) for lines in subset_lines], dtype=np.float64)
@@ -512,23 +555,22 @@ def _search(
             shape = [1] * k
             shape[b] = n_nodes
             grid = grid + best[:, mask].reshape(shape)
-        if k > 1:
-            # Two shipments of one order from one node would be one shipment: forbid repeats.
-            for a, b in itertools.combinations(range(k), 2):
-                index = [
-                    np.arange(n_nodes).reshape([-1 if d == a else 1 for d in range(k)]),
-                    np.arange(n_nodes).reshape([-1 if d == b else 1 for d in range(k)]),
-                ]
-                grid = np.where(index[0] == index[1], np.inf, grid)
-        finite = np.argwhere(np.isfinite(grid))
-        if finite.size == 0:
-            continue
-        totals = grid[tuple(finite.T)] + split_penalty * (k - 1)
-        keep = np.argsort(totals, kind="stable")[:2]
-        for i in keep:
-            plan = tuple((int(finite[i][b]), masks[b]) for b in range(k))
+        # Two shipments of one order from one node would be one shipment: forbid repeats.
+        for a, b in itertools.combinations(range(k), 2):
+            same = [slice(None)] * k
+            same[a] = same[b] = np.arange(n_nodes)
+            grid[tuple(same)] = np.inf
+        totals = grid.ravel() + split_penalty * (k - 1)
+        totals[~np.isfinite(totals)] = np.inf
+        # The two cheapest, ties to the lower index (node ids in order): argmin finds the first minimum.
+        for _ in range(2):
+            i = int(totals.argmin())
+            if totals[i] == np.inf:
+                break
+            plan = tuple((int(n), mask) for n, mask in zip(np.unravel_index(i, grid.shape), masks))
             key = tuple(sorted(nodes[n] for n, _ in plan))
             found.append((float(totals[i]), key, plan))
+            totals[i] = np.inf
     found.sort(key=lambda item: (round(item[0], 9), item[1], item[2]))
     return [(total, plan) for total, _, plan in found]
 

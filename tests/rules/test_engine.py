@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -21,6 +22,7 @@ from rules.engine import (
     ShippingOption,
     _lane_adjustment,
     _option_rule,
+    _option_rules,
     decide_batch,
 )
 from rules.schema import load_ruleset, seed_ruleset_path
@@ -180,6 +182,45 @@ def test_the_choice_is_eligible_and_no_eligible_alternative_is_cheaper(case):
     if decision.runner_up is not None:
         assert decision.margin == pytest.approx(decision.runner_up.total - decision.chosen.total)
         assert decision.margin >= 0
+
+
+# The seed's rules plus region and lane blocks, so every kind of option rule can fire.
+BLOCKING = SEED.model_validate(
+    {
+        **SEED.model_dump(mode="json"),
+        "eligibility": {
+            **SEED.model_dump(mode="json")["eligibility"],
+            "regions": [
+                {"id": "no-n1-to-se", "dest_regions": ["se"], "node_ids": ["N1"]},
+                {"id": "no-stores-to-nw", "dest_regions": ["nw"], "node_types": ["store"]},
+            ],
+            "lanes": [{"id": "no-b-two-day-premium", "carrier": "b", "services": ["two_day"], "tiers": ["premium"]}],
+            "capacity": {"id": "capacity", "default_share": 0.5, "overrides": {"N2": 3}},
+        },
+    }
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=scenarios(), seed=st.integers(0, 2**32 - 1))
+def test_an_orders_options_are_judged_together_exactly_as_each_alone(case, seed):
+    order, candidates, _ = case
+    rng = random.Random(seed)
+    nodes = [c.node_id for c in candidates]
+    excluded = tuple(
+        (rng.choice(nodes), rng.choice([None, "a", "b"]), rng.choice([None, "ground"]))
+        for _ in range(rng.randint(0, 2))
+    )
+    order = dataclasses.replace(order, excluded=excluded)
+    rows = [(candidate, option) for candidate in candidates for option in candidate.options]
+    loads = {c.node_id: rng.choice([0.0, 2.0, 4.0, 9.5]) for c in candidates}
+    p_late = [rng.uniform(0, 0.7) for _ in rows]
+    together = _option_rules(ruleset=BLOCKING, order=order, rows=rows, loads=loads, p_late=p_late)
+    alone = [
+        _option_rule(ruleset=BLOCKING, order=order, candidate=c, option=o, load=loads[c.node_id], p_late=p)
+        for (c, o), p in zip(rows, p_late)
+    ]
+    assert together == alone
 
 
 @settings(max_examples=60, deadline=None)
