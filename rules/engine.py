@@ -48,9 +48,9 @@ class Order:
     excluded: tuple[tuple[str, str | None, str | None], ...] = ()
 
 
-@dataclass(frozen=True)
-class ShippingOption:
-    """A carrier service a node can ship the order with, and when it would arrive."""
+class ShippingOption(NamedTuple):
+    """A carrier service a node can ship the order with, and when it would arrive (a named tuple, like
+    `OptionTrace`: a request builds one per option)."""
 
     carrier: str
     service: str
