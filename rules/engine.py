@@ -420,7 +420,8 @@ def decide(
     node_of_row = np.array([by_node[c.node_id] for c, _ in rows], dtype=np.int64)
     hazmat = ruleset.eligibility.hazmat
     hazmat_blocked = np.array(
-        [c.node_type not in hazmat.allowed_node_types or o.service in hazmat.forbidden_services for c, o in rows]
+        [c.node_type not in hazmat.allowed_node_types or o.service in hazmat.forbidden_services for c, o in rows],
+        dtype=bool,
     )
     cost = np.array([o.cost for _, o in rows], dtype=np.float64)
     handling_cost = np.array([c.handling_cost for c, _ in rows], dtype=np.float64)
@@ -548,6 +549,8 @@ def _search(
     """All finite allocations (subset -> node, distinct nodes), cheapest first, ties by node ids."""
     found: list[tuple[float, tuple[str, ...], tuple[tuple[int, int], ...]]] = []
     n_nodes = best.shape[0]
+    if n_nodes == 0:
+        return []
     for masks in partitions(n_units, max_blocks):
         k = len(masks)
         grid = np.zeros((n_nodes,) * k)

@@ -309,6 +309,14 @@ def test_an_unroutable_order_says_why_instead_of_failing():
     assert decision.chosen is None and "L0" in decision.unroutable_reason
 
 
+def test_an_order_with_no_candidates_or_no_options_is_unroutable_not_an_error():
+    no_options = dataclasses.replace(_candidate("N1"), options=())
+    for candidates in ([], [no_options]):
+        decision = decide_batch(orders=[_order()], candidates=[candidates], ruleset=SEED, scorer=PriorScorer())[0]
+        assert decision.chosen is None and decision.candidates == ()
+        assert decision.unroutable_reason == "no eligible candidate ships line(s) L0"
+
+
 def test_a_batch_counts_earlier_decisions_toward_capacity():
     orders = [_order(order_id=f"O{i}") for i in range(3)]
     candidates = [[_candidate("N1", capacity=2, assigned=0, cost=5.0), _candidate("N2", cost=9.0)]] * 3
