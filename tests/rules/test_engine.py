@@ -184,8 +184,8 @@ def test_the_choice_is_eligible_and_no_eligible_alternative_is_cheaper(case):
         assert decision.margin >= 0
 
 
-# The seed's rules plus region and lane blocks, so every kind of option rule can fire.
-BLOCKING = SEED.model_validate(
+# The seed's rules plus region and lane blocks and tighter caps, so every kind of option rule can fire.
+EVERY_RULE = SEED.model_validate(
     {
         **SEED.model_dump(mode="json"),
         "eligibility": {
@@ -215,9 +215,9 @@ def test_an_orders_options_are_judged_together_exactly_as_each_alone(case, seed)
     rows = [(candidate, option) for candidate in candidates for option in candidate.options]
     loads = {c.node_id: rng.choice([0.0, 2.0, 4.0, 9.5]) for c in candidates}
     p_late = [rng.uniform(0, 0.7) for _ in rows]
-    together = _option_rules(ruleset=BLOCKING, order=order, rows=rows, loads=loads, p_late=p_late)
+    together = _option_rules(ruleset=EVERY_RULE, order=order, rows=rows, loads=loads, p_late=p_late)
     alone = [
-        _option_rule(ruleset=BLOCKING, order=order, candidate=c, option=o, load=loads[c.node_id], p_late=p)
+        _option_rule(ruleset=EVERY_RULE, order=order, candidate=c, option=o, load=loads[c.node_id], p_late=p)
         for (c, o), p in zip(rows, p_late)
     ]
     assert together == alone
