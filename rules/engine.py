@@ -395,7 +395,8 @@ def decide(
     p_congestion = np.asarray(scores.node_congestion[chunk], dtype=np.float64)
     p_late = combined_late(p_carrier, p_congestion)
     loads = {c.node_id: c.assigned_today + extra_load.get(c.node_id, 0.0) for c in ordered}
-    option_rules = _option_rules(ruleset=ruleset, order=order, rows=rows, loads=loads, p_late=p_late.tolist())
+    late_risks = p_late.tolist()  # plain floats: the rules and the trace read them one by one
+    option_rules = _option_rules(ruleset=ruleset, order=order, rows=rows, loads=loads, p_late=late_risks)
     lanes = {
         carrier: _lane_adjustment(ruleset=ruleset, carrier=carrier, dest_region=order.dest_region)
         for carrier in {o.carrier for _, o in rows}
@@ -443,7 +444,7 @@ def decide(
     handling_of, total_of, hazmat_of = handling.tolist(), total.tolist(), hazmat_bad.tolist()
     unknown = scores.unknown[chunk] if scores.unknown is not None else [()] * n_rows
     risks = zip(
-        p_carrier.tolist(), p_congestion.tolist(), p_late.tolist(), (penalty * p_late).tolist(), lane.tolist(), unknown
+        p_carrier.tolist(), p_congestion.tolist(), late_risks, (penalty * p_late).tolist(), lane.tolist(), unknown
     )
     traces = []
     for r, ((candidate, option), (carrier_delay, congestion, late_risk, late_cost, lane_cost, lacking)) in enumerate(
